@@ -1,0 +1,1 @@
+"""The brain: stores schedules, records fires and hands them to task engines."""

@@ -1,0 +1,74 @@
+"""Settings of the brain process, read from ``Z4J_`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///z4j.db"
+
+
+class BrainSettings(BaseSettings):
+    """Settings of ``z4j-brain``; each field is also the variable ``Z4J_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="Z4J_", frozen=True, extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=7700, ge=0, le=65535)
+
+    embedded_scheduler: bool = False
+    scheduler_grpc_enabled: bool = False
+    scheduler_grpc_host: str = "127.0.0.1"
+    # 0 picks a free port, which suits embedded mode on loopback.
+    scheduler_grpc_port: int = Field(default=7701, ge=0, le=65535)
+    scheduler_grpc_allowed_cns: Annotated[tuple[str, ...], NoDecode] = ("z4j-scheduler",)
+    # Certificates for standalone schedulers; embedded mode mints its own.
+    scheduler_grpc_tls_cert: Path | None = None
+    scheduler_grpc_tls_key: Path | None = None
+    scheduler_grpc_tls_ca: Path | None = None
+    pki_dir: Path = Path(".z4j/pki")
+
+    # Signs fire frames and the audit chain. When unset the brain creates one
+    # in ``secret_file`` on first start and reuses it afterwards.
+    secret: SecretStr | None = None
+    previous_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    secret_file: Path = Path(".z4j/secret")
+
+    celery_broker_url: str | None = None
+    huey_url: str | None = None
+
+    # Seconds a slot may be late and still fire on time; older slots are missed.
+    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+
+    supervisor_max_crashes: int = Field(default=5, ge=1)
+    supervisor_crash_window: float = Field(default=60.0, gt=0)
+    supervisor_stop_grace: float = Field(default=10.0, ge=0)
+
+    # Outbox retry backoff for fires a broker did not take, in seconds.
+    dispatch_retry_initial: float = Field(default=1.0, gt=0)
+    dispatch_retry_max: float = Field(default=60.0, gt=0)
+
+    @field_validator("scheduler_grpc_allowed_cns", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("previous_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        return _split_csv(value)
+
+    def broker_urls(self) -> dict[str, str]:
+        """Return the configured broker URL of each engine."""
+        urls = {"celery": self.celery_broker_url, "huey": self.huey_url}
+        return {engine: url for engine, url in urls.items() if url}
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value

@@ -1,0 +1,1 @@
+"""The fire protocol between scheduler and brain: messages, frame signing, gRPC stubs."""
