@@ -17,7 +17,7 @@ from pydantic import ValidationError as SettingsError
 from z4j_brain_plugin.models import make_engine, make_session_factory
 from z4j_scheduler.brain_client import BrainClient
 from z4j_scheduler.errors import BrainUnavailableError, LeadershipError
-from z4j_scheduler.leader import gate_for
+from z4j_scheduler.leader import SqliteFileGate, gate_for
 from z4j_scheduler.parent_guard import install_parent_death_signal, watch_parent
 from z4j_scheduler.scheduler import RETRY_INTERVAL, Scheduler
 from z4j_scheduler.settings import SchedulerSettings
@@ -76,6 +76,10 @@ async def serve(settings: SchedulerSettings) -> int:
         install_parent_death_signal(signal.SIGTERM)
     engine = make_engine(settings.database_url)
     gate = gate_for(engine)
+    if isinstance(gate, SqliteFileGate):
+        # Fail at once, before connecting, when another instance runs.
+        gate.try_acquire()
+    _check_readable(settings)
     stop = anyio.Event()
     client = _client(settings)
     scheduler = Scheduler(
@@ -103,6 +107,13 @@ async def serve(settings: SchedulerSettings) -> int:
         engine.dispose()
     logger.info("scheduler %s stopped", scheduler.instance_id)
     return 0
+
+
+def _check_readable(settings: SchedulerSettings) -> None:
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if not os.access(path, os.R_OK):
+            raise ServeConfigError(f"invalid {name} {str(path)!r}: the file does not exist or is not readable")
 
 
 def _client(settings: SchedulerSettings) -> BrainClient:
