@@ -98,8 +98,8 @@ def _check(settings: BrainSettings) -> None:
         )
 
 
-def _dispatchers(settings: BrainSettings) -> dict[str, Dispatcher]:
-    return {engine: create_dispatcher(engine, url) for engine, url in settings.broker_urls().items()}
+def _dispatchers(settings: BrainSettings) -> dict[tuple[str, str], Dispatcher]:
+    return {key: create_dispatcher(key[0], url) for key, url in settings.broker_urls().items()}
 
 
 def _close_dispatchers(brain: Brain) -> None:

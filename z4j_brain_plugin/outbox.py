@@ -51,6 +51,7 @@ class RetryPolicy:
 class _Claimed:
     fire_id: str
     engine: str
+    connection: str
     scheduled_for: datetime
     attempts: int
     request: DispatchRequest
@@ -62,7 +63,7 @@ class Outbox:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        dispatchers: Mapping[str, Dispatcher],
+        dispatchers: Mapping[tuple[str, str], Dispatcher],
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -74,7 +75,7 @@ class Outbox:
         self.passes = 0
 
     def __repr__(self) -> str:
-        engines = ",".join(sorted(self._dispatchers)) or "none"
+        engines = ",".join(sorted(f"{engine}/{name}" for engine, name in self._dispatchers)) or "none"
         return f"<Outbox engines={engines} passes={self.passes}>"
 
     def wake(self, _fire_ids: Sequence[str] = ()) -> None:
@@ -97,18 +98,20 @@ class Outbox:
         if not claimed:
             return 0
         self.passes += 1
-        by_engine: dict[str, list[_Claimed]] = defaultdict(list)
+        by_connection: dict[tuple[str, str], list[_Claimed]] = defaultdict(list)
         for item in claimed:
-            by_engine[item.engine].append(item)
+            by_connection[(item.engine, item.connection)].append(item)
         async with anyio.create_task_group() as group:
-            for engine, items in by_engine.items():
-                group.start_soon(self._dispatch_engine, engine, items)
+            for key, items in by_connection.items():
+                group.start_soon(self._dispatch_connection, key, items)
         return len(claimed)
 
-    async def _dispatch_engine(self, engine: str, items: list[_Claimed]) -> None:
-        dispatcher = self._dispatchers.get(engine)
+    async def _dispatch_connection(self, key: tuple[str, str], items: list[_Claimed]) -> None:
+        engine, connection = key
+        dispatcher = self._dispatchers.get(key)
         if dispatcher is None:
-            error = DispatchError(engine, "-", f"no broker is configured for engine {engine!r}", retryable=True)
+            message = f"no broker is configured for connection {connection!r} of engine {engine!r}"
+            error = DispatchError(engine, "-", message, retryable=True)
             outcomes: list[str | DispatchError] = [error] * len(items)
         else:
             with metrics.DISPATCH_SECONDS.labels(engine).time():
@@ -199,4 +202,5 @@ def _claimed(fire: Fire) -> _Claimed:
         kwargs=dict(payload.get("kwargs", {})),
         queue=payload.get("queue"),
     )
-    return _Claimed(fire.id, payload["engine"], fire.scheduled_for, fire.attempts, request)
+    connection = payload.get("connection", "default")
+    return _Claimed(fire.id, payload["engine"], connection, fire.scheduled_for, fire.attempts, request)

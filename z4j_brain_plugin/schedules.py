@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from z4j_brain_plugin import audit
 from z4j_brain_plugin.errors import ValidationError
 from z4j_brain_plugin.models import ENGINES, Fire, Project, Schedule
+from z4j_brain_plugin.settings import ENGINE_URL_SETTINGS
 from z4j_brain_plugin.fires import fire_payload
 from z4j_scheduler.errors import ScheduleError
 from z4j_scheduler.semantics import parse_instant, parse_policy, parse_schedule
@@ -71,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
 class ScheduleService:
     """Schedule operations inside the caller's write transaction."""
 
-    configured_engines: Collection[str]
+    # Configured broker connections as (engine, connection name).
+    connections: Collection[tuple[str, str]]
     secret: bytes
 
     def create(
@@ -175,20 +177,23 @@ class ScheduleService:
         return fire
 
     def _check_engine(self, engine: str, connection: str) -> None:
-        if engine not in self.configured_engines:
-            configured = ", ".join(sorted(self.configured_engines)) or "none"
+        if (engine, connection) in self.connections:
+            return
+        named = sorted(name for known, name in self.connections if known == engine)
+        if not named:
+            setting = ENGINE_URL_SETTINGS[engine].upper()
             raise ValidationError(
                 "engine",
                 engine,
-                f"invalid engine {engine!r}: no broker is configured for it on this brain "
-                f"(configured: {configured}); set Z4J_{engine.upper()}_"
-                f"{'URL' if engine == 'huey' else 'BROKER_URL'} and restart",
+                f"invalid engine {engine!r}: no broker is configured for it on this brain; "
+                f"set Z4J_{setting} and restart",
             )
-        if connection != "default":
-            raise ValidationError(
-                "connection", connection,
-                f"invalid connection {connection!r}: only the 'default' connection of {engine} is configured",
-            )
+        raise ValidationError(
+            "connection",
+            connection,
+            f"invalid connection {connection!r}: {engine} has the connections {', '.join(named)}; "
+            "add others to Z4J_CONNECTIONS",
+        )
 
     def _bump(self, schedule: Schedule, now: datetime) -> None:
         schedule.revision += 1

@@ -38,8 +38,16 @@ class BrainSettings(BaseSettings):
     previous_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     secret_file: Path = Path(".z4j/secret")
 
+    # The ``default`` broker connection of each engine.
     celery_broker_url: str | None = None
+    rq_redis_url: str | None = None
+    dramatiq_broker_url: str | None = None
     huey_url: str | None = None
+    arq_redis_url: str | None = None
+    taskiq_broker_url: str | None = None
+    # Further named connections, as JSON: {"dramatiq": {"rabbit": "amqp://..."}}.
+    # A schedule picks one by name in its ``connection`` field.
+    connections: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     # Seconds a slot may be late and still fire on time; older slots are missed.
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
@@ -62,10 +70,40 @@ class BrainSettings(BaseSettings):
     def _split_secrets(cls, value: object) -> object:
         return _split_csv(value)
 
-    def broker_urls(self) -> dict[str, str]:
-        """Return the configured broker URL of each engine."""
-        urls = {"celery": self.celery_broker_url, "huey": self.huey_url}
-        return {engine: url for engine, url in urls.items() if url}
+    @field_validator("connections")
+    @classmethod
+    def _check_connections(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for engine, named in value.items():
+            if engine not in ENGINE_URL_SETTINGS:
+                raise ValueError(f"unknown engine {engine!r} in Z4J_CONNECTIONS; use one of {', '.join(ENGINE_URL_SETTINGS)}")
+            if "default" in named:
+                raise ValueError(
+                    f"Z4J_CONNECTIONS must not name {engine}'s 'default' connection; "
+                    f"set Z4J_{ENGINE_URL_SETTINGS[engine].upper()} instead"
+                )
+        return value
+
+    def broker_urls(self) -> dict[tuple[str, str], str]:
+        """Return the URL of every configured connection, keyed by (engine, connection name)."""
+        urls: dict[tuple[str, str], str] = {}
+        for engine, setting in ENGINE_URL_SETTINGS.items():
+            default = getattr(self, setting)
+            if default:
+                urls[(engine, "default")] = default
+            for name, url in self.connections.get(engine, {}).items():
+                urls[(engine, name)] = url
+        return urls
+
+
+# The setting that holds each engine's default connection URL.
+ENGINE_URL_SETTINGS = {
+    "celery": "celery_broker_url",
+    "rq": "rq_redis_url",
+    "dramatiq": "dramatiq_broker_url",
+    "huey": "huey_url",
+    "arq": "arq_redis_url",
+    "taskiq": "taskiq_broker_url",
+}
 
 
 def _split_csv(value: object) -> object:

@@ -66,6 +66,7 @@ async def test_create_schedule_computes_cursor(api: Api) -> None:
         ({"colour": "blue"}, "colour", "blue"),
         ({"kind": "one_shot", "expression": "2001-01-01T00:00:00Z"}, "expression", "2001-01-01T00:00:00Z"),
         ({"args": {"not": "a list"}}, "args", {"not": "a list"}),
+        ({"connection": "second-redis"}, "connection", "second-redis"),
     ],
 )
 async def test_invalid_schedule_is_rejected_and_not_written(api: Api, overrides: dict[str, Any], field: str, value: Any) -> None:

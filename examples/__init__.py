@@ -1,0 +1,1 @@
+"""Example applications that z4j-scheduler fires tasks into, one per engine."""
