@@ -3,7 +3,7 @@
 Each ``start_*`` function is a context manager that starts a worker from the
 repository root, waits until its log shows it is ready, and on exit stops it
 by its PID: SIGTERM, then SIGKILL after a grace period. Every task run
-appends a JSON line to ``output`` (see ``examples/*/runlog.py``), which
+appends a JSON line to ``output`` (see ``examples/runlog.py``), which
 ``wait_for_runs`` polls.
 """
 

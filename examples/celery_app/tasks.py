@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 
 from examples.celery_app.app import app
-from examples.celery_app.runlog import append_run, delete_old_reports, write_report
+from examples.runlog import append_run, delete_old_reports, write_report
 
 logger = logging.getLogger(__name__)
 

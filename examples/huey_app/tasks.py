@@ -12,7 +12,7 @@ from typing import Any
 from huey.api import Task
 
 from examples.huey_app.app import huey
-from examples.huey_app.runlog import append_run, delete_old_reports, write_report
+from examples.runlog import append_run, delete_old_reports, write_report
 
 __all__ = ["cleanup", "huey", "record_run", "send_report"]
 
