@@ -1,0 +1,1 @@
+"""A small taskiq application whose tasks record every run in a JSON-lines file."""
