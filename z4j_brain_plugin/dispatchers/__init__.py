@@ -29,6 +29,10 @@ ENGINES: tuple[str, ...] = ("celery", "rq", "dramatiq", "huey", "arq", "taskiq")
 IMPLEMENTATIONS: Mapping[str, str] = {
     "celery": "z4j_brain_plugin.dispatchers.celery:CeleryDispatcher",
     "huey": "z4j_brain_plugin.dispatchers.huey:HueyDispatcher",
+    "rq": "z4j_brain_plugin.dispatchers.rq:RQDispatcher",
+    "dramatiq": "z4j_brain_plugin.dispatchers.dramatiq:DramatiqDispatcher",
+    "arq": "z4j_brain_plugin.dispatchers.arq:ArqDispatcher",
+    "taskiq": "z4j_brain_plugin.dispatchers.taskiq:TaskiqDispatcher",
 }
 
 

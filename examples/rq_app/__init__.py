@@ -1,0 +1,1 @@
+"""A small RQ application whose jobs record every run in a JSON-lines file."""
