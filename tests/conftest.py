@@ -12,7 +12,11 @@ from sqlalchemy.engine import make_url
 from z4j_brain_plugin.migrate import upgrade
 from z4j_brain_plugin.models import Base, make_engine
 
-POSTGRES_URL = os.environ.get("Z4J_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/z4j_tests")
+# One database per test session, so concurrent sessions on one server do not
+# drop each other's tables; it is dropped again when the session ends.
+POSTGRES_URL = os.environ.get(
+    "Z4J_TEST_POSTGRES_URL", f"postgresql://postgres@127.0.0.1:5432/z4j_tests_{os.getpid()}"
+)
 REDIS_URL = os.environ.get("Z4J_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -21,22 +25,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _recreate_postgres_database(url: str) -> None:
+def _admin_execute(url: str, *statements: str) -> None:
     parsed = make_url(url)
-    admin = make_engine(parsed.set(database="postgres").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    admin_url = parsed.set(database="postgres").render_as_string(hide_password=False)
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+        for statement in statements:
+            connection.execute(text(statement.format(name=parsed.database)))
     admin.dispose()
 
 
 @pytest.fixture(scope="session")
 def postgres_engine() -> Iterator[Engine]:
-    _recreate_postgres_database(POSTGRES_URL)
+    drop = 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    _admin_execute(POSTGRES_URL, drop, 'CREATE DATABASE "{name}"')
     engine = make_engine(POSTGRES_URL)
     upgrade(engine)
     yield engine
     engine.dispose()
+    _admin_execute(POSTGRES_URL, drop)
 
 
 def reset_tables(engine: Engine) -> None:

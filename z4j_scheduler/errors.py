@@ -2,7 +2,7 @@
 
     Z4JSchedulerError
     ├── ScheduleError (ValueError)        invalid schedule definition
-    ├── FrameError (PermissionError)      a gRPC frame failed its signature or sequence check
+    ├── FrameError (PermissionError)      a gRPC frame or client was rejected (HMAC, replay, version, CN)
     ├── BrainUnavailableError (ConnectionError)
     └── LeadershipError (RuntimeError)    another instance holds the scheduler lock
 """
@@ -31,10 +31,12 @@ class ScheduleError(Z4JSchedulerError, ValueError):
 
 
 class FrameError(Z4JSchedulerError, PermissionError):
-    """A fire frame failed HMAC verification, or its sequence number was replayed.
+    """The brain rejected a fire frame or the client.
 
-    Raised on the receiving side; the frame is dropped and nothing it carries
-    is recorded. Check that both processes share ``Z4J_SECRET``.
+    Causes: a bad HMAC, a replayed or reordered frame, an unsupported protocol
+    version, an invalid field, or a client CN that is not allowed. Nothing the
+    frame carries is recorded. Check that both processes share ``Z4J_SECRET``
+    and that the client certificate's CN is in ``Z4J_SCHEDULER_GRPC_ALLOWED_CNS``.
     """
 
 
