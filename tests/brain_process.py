@@ -53,7 +53,12 @@ class BrainProcess:
     def cli(self, *args: str) -> str:
         """Run ``z4j-brain ARGS`` against this brain's database and return its output."""
         result = subprocess.run(
-            brain_command(*args), env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=60
+            brain_command(*args),
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, f"z4j-brain {' '.join(args)} failed: {result.stderr}"
         return result.stdout.strip()
@@ -66,7 +71,10 @@ class BrainProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"brain exited with {self.process.returncode} while waiting for {what}:\n{self.log()}")
+                raise AssertionError(
+                    f"brain exited with {self.process.returncode} "
+                    f"while waiting for {what}:\n{self.log()}"
+                )
             try:
                 value = predicate()
             except httpx.TransportError:
@@ -99,7 +107,9 @@ def _not_zombie(pid: int) -> bool:
 
 
 @contextmanager
-def run_brain(workdir: Path, database_url: str, extra_env: Mapping[str, str] = {}, *, wait_ready: bool = True) -> Iterator[BrainProcess]:
+def run_brain(
+    workdir: Path, database_url: str, extra_env: Mapping[str, str] = {}, *, wait_ready: bool = True
+) -> Iterator[BrainProcess]:
     """Start ``z4j-brain serve`` with the embedded scheduler; stop it with SIGTERM on exit."""
     port = free_port()
     env = {
@@ -117,7 +127,9 @@ def run_brain(workdir: Path, database_url: str, extra_env: Mapping[str, str] = {
     }
     log_path = workdir / "brain.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(brain_command("serve"), env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            brain_command("serve"), env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        )
     brain = BrainProcess(process, f"http://127.0.0.1:{port}", env, workdir, log_path)
     try:
         if wait_ready:

@@ -32,7 +32,8 @@ class Brain:
     components: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return f"<Brain database={self.engine.url.render_as_string(hide_password=True)} components={sorted(self.components)}>"
+        database = self.engine.url.render_as_string(hide_password=True)
+        return f"<Brain database={database} components={sorted(self.components)}>"
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` with a read session in a worker thread."""

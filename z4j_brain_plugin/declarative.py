@@ -47,23 +47,40 @@ def load_spec(path: Path) -> dict[str, Any]:
         raise ValidationError("file", str(path), f"invalid spec file {path}: {error}") from error
     schedules = spec.get("schedules") if isinstance(spec, dict) else None
     if not isinstance(schedules, list) or not all(isinstance(item, dict) for item in schedules):
-        raise ValidationError("schedules", None, f"invalid spec file {path}: 'schedules' must be a list of tables")
+        raise ValidationError(
+            "schedules", None, f"invalid spec file {path}: 'schedules' must be a list of tables"
+        )
     return spec
 
 
 def apply_spec(
-    session: Session, service: ScheduleService, project: Project, schedules: list[dict[str, Any]],
-    *, prune: bool, actor: str, now: datetime,
+    session: Session,
+    service: ScheduleService,
+    project: Project,
+    schedules: list[dict[str, Any]],
+    *,
+    prune: bool,
+    actor: str,
+    now: datetime,
 ) -> ApplyReport:
     report = ApplyReport()
-    existing = {row.name: row for row in session.scalars(select(Schedule).where(Schedule.project_id == project.id))}
+    existing = {
+        row.name: row
+        for row in session.scalars(select(Schedule).where(Schedule.project_id == project.id))
+    }
     listed = set()
     for position, body in enumerate(schedules):
         name = body.get("name")
         if not isinstance(name, str) or name in listed:
-            raise ValidationError(f"schedules[{position}].name", name, f"invalid name {name!r}: each schedule needs a unique name")
+            raise ValidationError(
+                f"schedules[{position}].name",
+                name,
+                f"invalid name {name!r}: each schedule needs a unique name",
+            )
         listed.add(name)
-        _apply_one(session, service, project, body, existing.get(name), report, actor=actor, now=now)
+        _apply_one(
+            session, service, project, body, existing.get(name), report, actor=actor, now=now
+        )
     if prune:
         for name, row in existing.items():
             if name not in listed and row.source == SOURCE:
@@ -73,8 +90,15 @@ def apply_spec(
 
 
 def _apply_one(
-    session: Session, service: ScheduleService, project: Project, body: dict[str, Any],
-    row: Schedule | None, report: ApplyReport, *, actor: str, now: datetime,
+    session: Session,
+    service: ScheduleService,
+    project: Project,
+    body: dict[str, Any],
+    row: Schedule | None,
+    report: ApplyReport,
+    *,
+    actor: str,
+    now: datetime,
 ) -> None:
     digest = definition_hash(body)
     if row is None:

@@ -14,7 +14,11 @@ logger = logging.getLogger(__name__)
 
 def signing_secrets(settings: BrainSettings) -> tuple[bytes, ...]:
     """Return the current secret first, then the previous ones still accepted."""
-    current = settings.secret.get_secret_value() if settings.secret else load_or_create(settings.secret_file)
+    current = (
+        settings.secret.get_secret_value()
+        if settings.secret
+        else load_or_create(settings.secret_file)
+    )
     previous = tuple(item.get_secret_value() for item in settings.previous_secrets)
     return tuple(value.encode() for value in (current, *previous))
 
@@ -28,5 +32,7 @@ def load_or_create(path: Path) -> str:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(value + "\n")
-    logger.warning("Z4J_SECRET is not set: created a secret in %s; set Z4J_SECRET in production", path)
+    logger.warning(
+        "Z4J_SECRET is not set: created a secret in %s; set Z4J_SECRET in production", path
+    )
     return value

@@ -127,7 +127,11 @@ async def _start_grpc(brain: Brain) -> tuple[RunningServer, TlsFiles | None]:
 def _tls_files(settings: BrainSettings) -> tuple[TlsFiles, TlsFiles | None]:
     if settings.embedded_scheduler:
         return mint_loopback_pki(settings.pki_dir.resolve())
-    paths = (settings.scheduler_grpc_tls_ca, settings.scheduler_grpc_tls_cert, settings.scheduler_grpc_tls_key)
+    paths = (
+        settings.scheduler_grpc_tls_ca,
+        settings.scheduler_grpc_tls_cert,
+        settings.scheduler_grpc_tls_key,
+    )
     if any(path is None for path in paths):
         raise ConfigurationError(
             "Z4J_SCHEDULER_GRPC_ENABLED=true without the embedded scheduler needs "
@@ -138,7 +142,9 @@ def _tls_files(settings: BrainSettings) -> tuple[TlsFiles, TlsFiles | None]:
     return TlsFiles(ca_cert=ca, cert=cert, key=key), None
 
 
-def _supervisor(brain: Brain, server: RunningServer, client_tls: TlsFiles | None) -> ChildSupervisor:
+def _supervisor(
+    brain: Brain, server: RunningServer, client_tls: TlsFiles | None
+) -> ChildSupervisor:
     settings = brain.settings
     assert client_tls is not None
     env = {

@@ -75,7 +75,10 @@ class BrainSettings(BaseSettings):
     def _check_connections(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         for engine, named in value.items():
             if engine not in ENGINE_URL_SETTINGS:
-                raise ValueError(f"unknown engine {engine!r} in Z4J_CONNECTIONS; use one of {', '.join(ENGINE_URL_SETTINGS)}")
+                raise ValueError(
+                    f"unknown engine {engine!r} in Z4J_CONNECTIONS; "
+                    f"use one of {', '.join(ENGINE_URL_SETTINGS)}"
+                )
             if "default" in named:
                 raise ValueError(
                     f"Z4J_CONNECTIONS must not name {engine}'s 'default' connection; "
@@ -95,7 +98,7 @@ class BrainSettings(BaseSettings):
         return urls
 
 
-# The setting that holds each engine's default connection URL.
+# The setting that contains each engine's default connection URL.
 ENGINE_URL_SETTINGS = {
     "celery": "celery_broker_url",
     "rq": "rq_redis_url",

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 
 from z4j_brain_plugin.api import create_app
 from z4j_brain_plugin.api.auth import create_token
@@ -55,12 +55,24 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
         session.add(project)
         session.flush()
         admin = create_token(session, name="admin", role="admin", project=None, now=brain.clock())
-        operator = create_token(session, name="ops", role="operator", project=project, now=brain.clock())
-        viewer = create_token(session, name="view", role="viewer", project=project, now=brain.clock())
+        operator = create_token(
+            session, name="ops", role="operator", project=project, now=brain.clock()
+        )
+        viewer = create_token(
+            session, name="view", role="viewer", project=project, now=brain.clock()
+        )
     brain.engine.dispose()
     app = create_app(settings)
     async with brain_lifespan(settings) as running:
         app.state.brain = running
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://brain.test") as client:
-            yield Api(client, settings, bearer(admin), bearer(operator), bearer(viewer), "shop", f"q-{uuid.uuid4().hex[:8]}")
+            yield Api(
+                client,
+                settings,
+                bearer(admin),
+                bearer(operator),
+                bearer(viewer),
+                "shop",
+                f"q-{uuid.uuid4().hex[:8]}",
+            )

@@ -9,7 +9,13 @@ from sqlalchemy import Engine, func, select
 
 from z4j_brain_plugin.fires import FireRecorder
 from z4j_brain_plugin.models import Fire, LeaderState, Project, Schedule, make_session_factory
-from z4j_scheduler.wire.messages import CursorAdvance, FireOutcome, FireRequest, Trigger, slot_fire_id
+from z4j_scheduler.wire.messages import (
+    CursorAdvance,
+    FireOutcome,
+    FireRequest,
+    Trigger,
+    slot_fire_id,
+)
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SLOT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -21,9 +27,21 @@ def add_schedule(engine: Engine, **overrides: object) -> int:
         session.add(project)
         session.flush()
         values: dict[str, object] = {
-            "project_id": project.id, "name": "s", "engine": "celery", "kind": "cron", "expression": "* * * * *",
-            "timezone": "UTC", "task_name": "t", "args": [1], "kwargs": {"a": 2}, "queue": "q",
-            "next_run_at": SLOT, "created_at": NOW, "updated_at": NOW, "revision": 1, "total_runs": 0,
+            "project_id": project.id,
+            "name": "s",
+            "engine": "celery",
+            "kind": "cron",
+            "expression": "* * * * *",
+            "timezone": "UTC",
+            "task_name": "t",
+            "args": [1],
+            "kwargs": {"a": 2},
+            "queue": "q",
+            "next_run_at": SLOT,
+            "created_at": NOW,
+            "updated_at": NOW,
+            "revision": 1,
+            "total_runs": 0,
         }
         values.update(overrides)
         schedule = Schedule(**values)
@@ -32,10 +50,16 @@ def add_schedule(engine: Engine, **overrides: object) -> int:
         return schedule.id
 
 
-def request(schedule_id: int, slot: datetime = SLOT, revision: int = 1, cursor: datetime | None = None) -> FireRequest:
+def request(
+    schedule_id: int, slot: datetime = SLOT, revision: int = 1, cursor: datetime | None = None
+) -> FireRequest:
     return FireRequest(
-        fire_id=slot_fire_id(schedule_id, slot), schedule_id=schedule_id, scheduled_for=slot,
-        trigger=Trigger.SCHEDULE, revision=revision, next_cursor=cursor or slot + timedelta(minutes=1),
+        fire_id=slot_fire_id(schedule_id, slot),
+        schedule_id=schedule_id,
+        scheduled_for=slot,
+        trigger=Trigger.SCHEDULE,
+        revision=revision,
+        next_cursor=cursor or slot + timedelta(minutes=1),
     )
 
 
@@ -47,7 +71,9 @@ def set_epoch(engine: Engine, epoch: int) -> None:
 @pytest.fixture
 def recorder(engine: Engine) -> tuple[FireRecorder, list[list[str]]]:
     recorded: list[list[str]] = []
-    return FireRecorder(make_session_factory(engine, write=True), recorded.append, clock=lambda: NOW), recorded
+    return FireRecorder(
+        make_session_factory(engine, write=True), recorded.append, clock=lambda: NOW
+    ), recorded
 
 
 def load(engine: Engine, schedule_id: int) -> Schedule:
@@ -62,7 +88,9 @@ def fire_count(engine: Engine) -> int:
         return int(session.scalar(select(func.count()).select_from(Fire)) or 0)
 
 
-def test_accepted_fire_records_row_and_advances_cursor(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_accepted_fire_records_row_and_advances_cursor(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
     result, inserted = handler.record(0, [request(schedule_id)], [])
@@ -76,14 +104,30 @@ def test_accepted_fire_records_row_and_advances_cursor(engine: Engine, recorder:
         fire = session.get(Fire, inserted[0])
         assert fire is not None
         assert fire.status == "pending"
-        assert fire.payload == {"engine": "celery", "connection": "default", "task_name": "t", "args": [1], "kwargs": {"a": 2}, "queue": "q"}
+        assert fire.payload == {
+            "engine": "celery",
+            "connection": "default",
+            "task_name": "t",
+            "args": [1],
+            "kwargs": {"a": 2},
+            "queue": "q",
+        }
 
 
-def test_second_request_for_slot_is_duplicate(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_second_request_for_slot_is_duplicate(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
     handler.record(0, [request(schedule_id)], [])
-    catch_up = FireRequest(slot_fire_id(schedule_id, SLOT), schedule_id, SLOT, Trigger.CATCH_UP, 1, SLOT + timedelta(minutes=1))
+    catch_up = FireRequest(
+        slot_fire_id(schedule_id, SLOT),
+        schedule_id,
+        SLOT,
+        Trigger.CATCH_UP,
+        1,
+        SLOT + timedelta(minutes=1),
+    )
     result, inserted = handler.record(0, [catch_up], [])
     assert result.fires[0].outcome is FireOutcome.DUPLICATE
     assert result.fires[0].status == "pending"
@@ -92,7 +136,9 @@ def test_second_request_for_slot_is_duplicate(engine: Engine, recorder: tuple[Fi
     assert load(engine, schedule_id).total_runs == 1
 
 
-def test_stale_epoch_writes_nothing(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_stale_epoch_writes_nothing(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
     set_epoch(engine, 5)
@@ -103,7 +149,9 @@ def test_stale_epoch_writes_nothing(engine: Engine, recorder: tuple[FireRecorder
     assert load(engine, schedule_id).next_run_at == SLOT
 
 
-def test_stale_revision_returns_live_row(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_stale_revision_returns_live_row(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, revision=3)
     result, _ = handler.record(0, [request(schedule_id, revision=2)], [])
@@ -113,7 +161,9 @@ def test_stale_revision_returns_live_row(engine: Engine, recorder: tuple[FireRec
     assert fire_count(engine) == 0
 
 
-def test_disabled_schedule_does_not_fire(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_disabled_schedule_does_not_fire(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, enabled=False)
     result, _ = handler.record(0, [request(schedule_id)], [])
@@ -121,23 +171,31 @@ def test_disabled_schedule_does_not_fire(engine: Engine, recorder: tuple[FireRec
     assert fire_count(engine) == 0
 
 
-def test_deleted_schedule_is_not_found(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_deleted_schedule_is_not_found(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     result, _ = handler.record(0, [request(987654)], [])
     assert result.fires[0].outcome is FireOutcome.NOT_FOUND
 
 
-def test_one_shot_without_next_cursor_is_disabled(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_one_shot_without_next_cursor_is_disabled(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, kind="one_shot", expression=SLOT.isoformat())
-    fire = FireRequest(slot_fire_id(schedule_id, SLOT), schedule_id, SLOT, Trigger.SCHEDULE, 1, None)
+    fire = FireRequest(
+        slot_fire_id(schedule_id, SLOT), schedule_id, SLOT, Trigger.SCHEDULE, 1, None
+    )
     handler.record(0, [fire], [])
     schedule = load(engine, schedule_id)
     assert schedule.enabled is False
     assert schedule.next_run_at is None
 
 
-def test_cursor_moves_forward_only(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_cursor_moves_forward_only(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
     later = SLOT + timedelta(hours=1)
@@ -147,7 +205,9 @@ def test_cursor_moves_forward_only(engine: Engine, recorder: tuple[FireRecorder,
     assert load(engine, schedule_id).next_run_at == later
 
 
-def test_advance_with_stale_revision_is_not_applied(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_advance_with_stale_revision_is_not_applied(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, revision=2)
     result, _ = handler.record(0, [], [CursorAdvance(schedule_id, 1, SLOT + timedelta(hours=1), 0)])
@@ -156,7 +216,9 @@ def test_advance_with_stale_revision_is_not_applied(engine: Engine, recorder: tu
     assert load(engine, schedule_id).next_run_at == SLOT
 
 
-def test_batch_of_many_slots_is_one_transaction(engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]) -> None:
+def test_batch_of_many_slots_is_one_transaction(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
     slots = [SLOT + timedelta(minutes=index) for index in range(500)]

@@ -36,7 +36,9 @@ class Stack:
         return httpx.patch(self.brain.base_url + path, json=body, headers=self.headers, timeout=10)
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.brain.base_url + path, params=params, headers=self.headers, timeout=10)
+        response = httpx.get(
+            self.brain.base_url + path, params=params, headers=self.headers, timeout=10
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -47,7 +49,9 @@ class Stack:
         return document
 
     def fires(self, schedule_id: int, **params: Any) -> list[dict[str, Any]]:
-        body = self.get(f"/api/v1/projects/demo/schedules/{schedule_id}/fires", limit=1000, **params)
+        body = self.get(
+            f"/api/v1/projects/demo/schedules/{schedule_id}/fires", limit=1000, **params
+        )
         fires: list[dict[str, Any]] = body["fires"]
         return fires
 
@@ -59,7 +63,9 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
     output = tmp_path / "runs.jsonl"
     env = {"Z4J_CELERY_BROKER_URL": CELERY_BROKER, "Z4J_HUEY_URL": huey_url}
     with (
-        start_celery_worker(CELERY_BROKER, [queue], output, log_path=tmp_path / "celery.log") as celery,
+        start_celery_worker(
+            CELERY_BROKER, [queue], output, log_path=tmp_path / "celery.log"
+        ) as celery,
         start_huey_consumer(huey_url, output, log_path=tmp_path / "huey.log") as huey,
         run_brain(tmp_path, database_url, env) as brain,
     ):

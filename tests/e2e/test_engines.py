@@ -33,19 +33,28 @@ class Client:
 
     def create(self, **body: Any) -> dict[str, Any]:
         response = httpx.post(
-            f"{self.brain.base_url}/api/v1/projects/demo/schedules", json=body, headers=self.headers, timeout=10
+            f"{self.brain.base_url}/api/v1/projects/demo/schedules",
+            json=body,
+            headers=self.headers,
+            timeout=10,
         )
         assert response.status_code == 201, response.text
         document: dict[str, Any] = response.json()
         return document
 
     def post(self, path: str) -> httpx.Response:
-        return httpx.post(f"{self.brain.base_url}/api/v1/projects/demo/schedules/{path}", headers=self.headers, timeout=10)
+        return httpx.post(
+            f"{self.brain.base_url}/api/v1/projects/demo/schedules/{path}",
+            headers=self.headers,
+            timeout=10,
+        )
 
     def fires(self, schedule_id: int) -> list[dict[str, Any]]:
         response = httpx.get(
             f"{self.brain.base_url}/api/v1/projects/demo/schedules/{schedule_id}/fires",
-            params={"limit": 1000}, headers=self.headers, timeout=10,
+            params={"limit": 1000},
+            headers=self.headers,
+            timeout=10,
         )
         assert response.status_code == 200, response.text
         fires: list[dict[str, Any]] = response.json()["fires"]
@@ -56,30 +65,62 @@ def engine_targets(tmp_path: Path) -> dict[str, dict[str, str]]:
     """Per engine (and Dramatiq on RabbitMQ too): broker URL, queue and task name."""
     tag = uuid.uuid4().hex[:8]
     return {
-        "celery": {"url": REDIS, "queue": f"celery-{tag}", "task": "examples.celery_app.tasks.record_run"},
-        "huey": {"url": f"sqlite:///{tmp_path / 'huey.db'}?name=huey-{tag}", "queue": f"huey-{tag}", "task": "examples.huey_app.tasks.record_run"},  # noqa: E501
+        "celery": {
+            "url": REDIS,
+            "queue": f"celery-{tag}",
+            "task": "examples.celery_app.tasks.record_run",
+        },
+        "huey": {
+            "url": f"sqlite:///{tmp_path / 'huey.db'}?name=huey-{tag}",
+            "queue": f"huey-{tag}",
+            "task": "examples.huey_app.tasks.record_run",
+        },
         "rq": {"url": REDIS, "queue": f"rq-{tag}", "task": "examples.rq_app.tasks.record_run"},
         "dramatiq": {"url": REDIS, "queue": f"dq-{tag}", "task": "record_run"},
         "dramatiq-rabbit": {"url": RABBIT, "queue": f"dqr-{tag}", "task": "record_run"},
-        "arq": {"url": f"{REDIS}?queue_name=arq-{tag}", "queue": f"arq-{tag}", "task": "record_run"},
-        "taskiq": {"url": f"{REDIS}?queue_name=taskiq-{tag}", "queue": f"taskiq-{tag}", "task": "examples.taskiq_app.tasks:record_run"},
+        "arq": {
+            "url": f"{REDIS}?queue_name=arq-{tag}",
+            "queue": f"arq-{tag}",
+            "task": "record_run",
+        },
+        "taskiq": {
+            "url": f"{REDIS}?queue_name=taskiq-{tag}",
+            "queue": f"taskiq-{tag}",
+            "task": "examples.taskiq_app.tasks:record_run",
+        },
     }
 
 
-def start_workers(stack: ExitStack, targets: dict[str, dict[str, str]], output: Path, logs: Path) -> dict[str, Worker]:
+def start_workers(
+    stack: ExitStack, targets: dict[str, dict[str, str]], output: Path, logs: Path
+) -> dict[str, Worker]:
     def log(name: str) -> Path:
         return logs / f"{name}.log"
 
     t = targets
     return {
-        "celery": stack.enter_context(start_celery_worker(REDIS, [t["celery"]["queue"]], output, log_path=log("celery"))),
+        "celery": stack.enter_context(
+            start_celery_worker(REDIS, [t["celery"]["queue"]], output, log_path=log("celery"))
+        ),
         # The URL's Huey name is the schedule's queue, which the dispatcher uses as the name.
-        "huey": stack.enter_context(start_huey_consumer(t["huey"]["url"], output, log_path=log("huey"))),
-        "rq": stack.enter_context(start_rq_worker(REDIS, [t["rq"]["queue"]], output, log_path=log("rq"))),
-        "dramatiq": stack.enter_context(start_dramatiq_worker(REDIS, [t["dramatiq"]["queue"]], output, log_path=log("dramatiq"))),
-        "dramatiq-rabbit": stack.enter_context(start_dramatiq_worker(RABBIT, [t["dramatiq-rabbit"]["queue"]], output, log_path=log("dramatiq-rabbit"))),
+        "huey": stack.enter_context(
+            start_huey_consumer(t["huey"]["url"], output, log_path=log("huey"))
+        ),
+        "rq": stack.enter_context(
+            start_rq_worker(REDIS, [t["rq"]["queue"]], output, log_path=log("rq"))
+        ),
+        "dramatiq": stack.enter_context(
+            start_dramatiq_worker(REDIS, [t["dramatiq"]["queue"]], output, log_path=log("dramatiq"))
+        ),
+        "dramatiq-rabbit": stack.enter_context(
+            start_dramatiq_worker(
+                RABBIT, [t["dramatiq-rabbit"]["queue"]], output, log_path=log("dramatiq-rabbit")
+            )
+        ),
         "arq": stack.enter_context(start_arq_worker(t["arq"]["url"], output, log_path=log("arq"))),
-        "taskiq": stack.enter_context(start_taskiq_worker(t["taskiq"]["url"], output, log_path=log("taskiq"))),
+        "taskiq": stack.enter_context(
+            start_taskiq_worker(t["taskiq"]["url"], output, log_path=log("taskiq"))
+        ),
     }
 
 
@@ -109,13 +150,25 @@ def test_one_brain_fires_all_six_engines(postgres_url: str, tmp_path: Path) -> N
         for name, target in targets.items():
             engine, _, connection = name.partition("-")
             schedules[name] = client.create(
-                name=f"every-second-{name}", engine=engine, connection="rabbit" if connection else "default",
-                kind="interval", expression="1", task_name=target["task"], queue=target["queue"],
-                args=[name, 42], kwargs={"engine": name, "nested": {"ok": True}},
+                name=f"every-second-{name}",
+                engine=engine,
+                connection="rabbit" if connection else "default",
+                kind="interval",
+                expression="1",
+                task_name=target["task"],
+                queue=target["queue"],
+                args=[name, 42],
+                kwargs={"engine": name, "nested": {"ok": True}},
             )
         for name, target in targets.items():
-            runs = wait_for_runs(output, lambda run, label=name: run["label"] == label, count=2, worker=workers[name])
-            fire_ids = {fire["id"] for fire in client.fires(schedules[name]["id"]) if fire["status"] == "dispatched"}
+            runs = wait_for_runs(
+                output, lambda run, label=name: run["label"] == label, count=2, worker=workers[name]
+            )
+            fire_ids = {
+                fire["id"]
+                for fire in client.fires(schedules[name]["id"])
+                if fire["status"] == "dispatched"
+            }
             for run in runs:
                 assert run["args"] == [42], name
                 assert run["kwargs"] == {"engine": name, "nested": {"ok": True}}, name
@@ -125,7 +178,9 @@ def test_one_brain_fires_all_six_engines(postgres_url: str, tmp_path: Path) -> N
 
 
 @pytest.fixture
-def outage_stack(tmp_path: Path) -> Iterator[tuple[BrainProcess, Client, Path, int, dict[str, Worker]]]:
+def outage_stack(
+    tmp_path: Path,
+) -> Iterator[tuple[BrainProcess, Client, Path, int, dict[str, Worker]]]:
     port = closed_port()
     queue = f"outage-{uuid.uuid4().hex[:8]}"
     huey_url = f"sqlite:///{tmp_path / 'huey.db'}?name=outage-{uuid.uuid4().hex[:6]}"
@@ -133,22 +188,37 @@ def outage_stack(tmp_path: Path) -> Iterator[tuple[BrainProcess, Client, Path, i
     env = {"Z4J_CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/12", "Z4J_HUEY_URL": huey_url}
     with ExitStack() as stack:
         workers = {
-            "celery": stack.enter_context(start_celery_worker(REDIS, [queue], output, log_path=tmp_path / "celery.log")),
-            "huey": stack.enter_context(start_huey_consumer(huey_url, output, log_path=tmp_path / "huey.log")),
+            "celery": stack.enter_context(
+                start_celery_worker(REDIS, [queue], output, log_path=tmp_path / "celery.log")
+            ),
+            "huey": stack.enter_context(
+                start_huey_consumer(huey_url, output, log_path=tmp_path / "huey.log")
+            ),
         }
         brain = stack.enter_context(run_brain(tmp_path, f"sqlite:///{tmp_path / 'z4j.db'}", env))
         yield brain, Client(brain), output, port, {**workers, "queue": queue}  # type: ignore[dict-item]
 
 
-def test_broker_outage_loses_no_fire(outage_stack: tuple[BrainProcess, Client, Path, int, dict[str, Any]]) -> None:
+def test_broker_outage_loses_no_fire(
+    outage_stack: tuple[BrainProcess, Client, Path, int, dict[str, Any]],
+) -> None:
     brain, client, output, port, workers = outage_stack
     down = client.create(
-        name="while-broker-down", engine="celery", kind="interval", expression="1",
-        task_name="examples.celery_app.tasks.record_run", args=["while-down"], queue=workers["queue"],
+        name="while-broker-down",
+        engine="celery",
+        kind="interval",
+        expression="1",
+        task_name="examples.celery_app.tasks.record_run",
+        args=["while-down"],
+        queue=workers["queue"],
     )
     client.create(
-        name="other-engine", engine="huey", kind="interval", expression="1",
-        task_name="examples.huey_app.tasks.record_run", args=["huey-alive"],
+        name="other-engine",
+        engine="huey",
+        kind="interval",
+        expression="1",
+        task_name="examples.huey_app.tasks.record_run",
+        args=["huey-alive"],
     )
 
     failed = brain.wait_for(
@@ -164,10 +234,19 @@ def test_broker_outage_loses_no_fire(outage_stack: tuple[BrainProcess, Client, P
     try:
         assert client.post(f"{down['id']}/disable").status_code == 200
         fires = brain.wait_for(
-            lambda: (fires := client.fires(down["id"])) and all(f["status"] == "dispatched" for f in fires) and fires,
+            lambda: (
+                (fires := client.fires(down["id"]))
+                and all(f["status"] == "dispatched" for f in fires)
+                and fires
+            ),
             "every fire to reach the broker after it came back",
         )
-        runs = wait_for_runs(output, lambda run: run["label"] == "while-down", count=len(fires), worker=workers["celery"])
+        runs = wait_for_runs(
+            output,
+            lambda run: run["label"] == "while-down",
+            count=len(fires),
+            worker=workers["celery"],
+        )
     finally:
         proxy.close()
     ran = Counter(run["task_id"] for run in runs)

@@ -19,7 +19,9 @@ def test_killed_child_is_restarted(tmp_path: Path) -> None:
         first = brain.child_pid()
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        second = brain.wait_for(lambda: (pid := brain.child_pid()) and pid != first and pid, "a new child pid")
+        second = brain.wait_for(
+            lambda: (pid := brain.child_pid()) and pid != first and pid, "a new child pid"
+        )
         assert process_exists(second)
         assert brain.readyz()["checks"]["scheduler"]["restarts"] >= 1
         assert brain.get("/readyz").status_code == 200
@@ -33,7 +35,9 @@ def test_supervisor_gives_up_after_crash_loop(tmp_path: Path) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         env = {"Z4J_SUPERVISOR_MAX_CRASHES": "3", "Z4J_SUPERVISOR_CRASH_WINDOW": "120"}
         with run_brain(tmp_path, sqlite_url(tmp_path), env, wait_ready=False) as brain:
-            brain.wait_for(lambda: brain.get("/readyz").status_code == 503, "readyz to report the give-up")
+            brain.wait_for(
+                lambda: brain.get("/readyz").status_code == 503, "readyz to report the give-up"
+            )
             scheduler = brain.readyz()["checks"]["scheduler"]
             assert scheduler["state"] == "gave_up"
             assert scheduler["pid"] is None or not process_exists(scheduler["pid"])

@@ -27,7 +27,9 @@ class Principal:
 
     def require(self, role: str, project: Project | None = None) -> None:
         if _RANK[self.role] < _RANK[role]:
-            raise AuthError(f"token {self.name!r} has role {self.role!r}; this request needs {role!r}")
+            raise AuthError(
+                f"token {self.name!r} has role {self.role!r}; this request needs {role!r}"
+            )
         if project is not None and self.project_id not in (None, project.id):
             raise AuthError(f"token {self.name!r} is not valid for project {project.slug!r}")
 
@@ -43,7 +45,9 @@ def create_token(
     if role not in _RANK:
         raise ValidationError("role", role, f"invalid role {role!r}: use one of {', '.join(ROLES)}")
     if project is None and role != "admin":
-        raise ValidationError("project", None, f"missing project: a {role} token must be bound to a project")
+        raise ValidationError(
+            "project", None, f"missing project: a {role} token must be bound to a project"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
         ApiToken(

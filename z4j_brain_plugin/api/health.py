@@ -26,10 +26,19 @@ async def readyz(request: Request) -> Response:
     now = brain.clock()
 
     def work(session: Session) -> dict[str, Any]:
-        epoch, leader = session.execute(select(LeaderState.epoch, LeaderState.leader_id).where(LeaderState.id == 1)).one()
+        epoch, leader = session.execute(
+            select(LeaderState.epoch, LeaderState.leader_id).where(LeaderState.id == 1)
+        ).one()
         due = select(func.count()).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
-        waiting = select(func.count()).where(Fire.status.in_(("pending", "failed")), Fire.next_attempt_at.is_not(None))
-        return {"epoch": epoch, "leader": leader, "due_backlog": session.scalar(due), "outbox_waiting": session.scalar(waiting)}
+        waiting = select(func.count()).where(
+            Fire.status.in_(("pending", "failed")), Fire.next_attempt_at.is_not(None)
+        )
+        return {
+            "epoch": epoch,
+            "leader": leader,
+            "due_backlog": session.scalar(due),
+            "outbox_waiting": session.scalar(waiting),
+        }
 
     checks: dict[str, Any] = {}
     ready = True
