@@ -24,6 +24,6 @@ def create_app(settings: BrainSettings | None = None) -> Starlette:
 
     return Starlette(
         routes=[*health.ROUTES, *routes.ROUTES],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

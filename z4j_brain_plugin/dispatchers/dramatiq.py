@@ -59,15 +59,15 @@ from types import SimpleNamespace
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import pika  # type: ignore[import-untyped]
-import pika.exceptions  # type: ignore[import-untyped]
+import pika
+import pika.exceptions
 import redis
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
-from pika.adapters.utils.connection_workflow import (  # type: ignore[import-untyped]
+from pika.adapters.utils.connection_workflow import (
     AMQPConnectorException,
 )
 

@@ -37,9 +37,9 @@ from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
-from huey.registry import Message  # type: ignore[import-untyped]
-from huey.serializer import Serializer  # type: ignore[import-untyped]
-from huey.storage import BaseStorage, RedisStorage, SqliteStorage  # type: ignore[import-untyped]
+from huey.registry import Message
+from huey.serializer import Serializer
+from huey.storage import BaseStorage, RedisStorage, SqliteStorage
 
 from z4j_brain_plugin.dispatchers.base import (
     Dispatcher,
