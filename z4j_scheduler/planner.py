@@ -43,8 +43,10 @@ class Planner:
         return result
 
     def _plan_row(self, row: DueRow, now: datetime, result: TickPlan) -> None:
-        timing = self._timing(row)
-        catch_up = plan_catch_up(timing, row.next_run_at, now, self.grace, parse_policy(row.catch_up))
+        timing = self.timing(row)
+        catch_up = plan_catch_up(
+            timing, row.next_run_at, now, self.grace, parse_policy(row.catch_up)
+        )
         result.dropped += catch_up.dropped
         for planned in catch_up.fires:
             trigger = Trigger.CATCH_UP if planned.missed else Trigger.SCHEDULE
@@ -62,7 +64,8 @@ class Planner:
             skipped = catch_up.missed
             result.advances.append(CursorAdvance(row.id, row.revision, catch_up.cursor, skipped))
 
-    def _timing(self, row: DueRow) -> Schedule:
+    def timing(self, row: DueRow) -> Schedule:
+        """Return the parsed definition of ``row``; raises ScheduleError for an invalid one."""
         key = (row.id, row.revision)
         timing = self._cache.get(key)
         if timing is None:

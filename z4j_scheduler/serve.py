@@ -13,19 +13,38 @@ from typing import Any
 
 import anyio
 from pydantic import ValidationError as SettingsError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from z4j_brain_plugin.models import make_engine, make_session_factory
 from z4j_scheduler.brain_client import BrainClient
-from z4j_scheduler.errors import BrainUnavailableError, LeadershipError
-from z4j_scheduler.leader import SqliteFileGate, gate_for
+from z4j_scheduler.errors import BrainUnavailableError, FrameError, LeadershipError
+from z4j_scheduler.health import HealthApp, HealthServer, HttpBindError, LeaderView, bind_socket
+from z4j_scheduler.leader import LeaderGate, SessionLockError, SqliteFileGate, gate_for
 from z4j_scheduler.parent_guard import install_parent_death_signal, watch_parent
-from z4j_scheduler.scheduler import RETRY_INTERVAL, Scheduler
+from z4j_scheduler.scheduler import REPEAT_LOG_EVERY, RETRY_INTERVAL, Scheduler
 from z4j_scheduler.settings import SchedulerSettings
 
 logger = logging.getLogger("z4j_scheduler")
 
+# Exit status for an invalid setting, or a database URL the leader lock cannot use.
+EXIT_CONFIG = 2
 # Exit status when another instance holds the SQLite lock.
 EXIT_NOT_LEADER = 3
+
+_OVERRIDES = (
+    "database_url",
+    "brain_grpc_target",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "tls_server_name",
+    "misfire_grace_seconds",
+    "instance_id",
+    "scheduler_http_host",
+    "scheduler_http_port",
+    "reconcile_interval",
+)
 
 
 class ServeConfigError(ValueError):
@@ -35,32 +54,75 @@ class ServeConfigError(ValueError):
 def add_command(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the scheduler: lead, plan and fire due slots")
     serve.add_argument("--database-url", help="database shared with the brain (Z4J_DATABASE_URL)")
-    serve.add_argument("--brain", dest="brain_grpc_target", help="brain gRPC address HOST:PORT (Z4J_BRAIN_GRPC_TARGET)")
+    serve.add_argument(
+        "--brain",
+        dest="brain_grpc_target",
+        help="brain gRPC address HOST:PORT (Z4J_BRAIN_GRPC_TARGET)",
+    )
     serve.add_argument("--tls-cert", help="client certificate, PEM (Z4J_TLS_CERT)")
     serve.add_argument("--tls-key", help="client private key, PEM (Z4J_TLS_KEY)")
     serve.add_argument("--tls-ca", help="CA that signed the brain's certificate (Z4J_TLS_CA)")
-    serve.add_argument("--tls-server-name", help="name in the brain's certificate, if not the host (Z4J_TLS_SERVER_NAME)")
-    serve.add_argument("--grace", dest="misfire_grace_seconds", type=float,
-                       help="seconds a slot may be late and still fire on time (Z4J_MISFIRE_GRACE_SECONDS)")
-    serve.add_argument("--log-level", default=os.environ.get("Z4J_LOG_LEVEL", "INFO"),
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--tls-server-name",
+        help="name in the brain's certificate, if not the host (Z4J_TLS_SERVER_NAME)",
+    )
+    serve.add_argument(
+        "--grace",
+        dest="misfire_grace_seconds",
+        type=float,
+        help="seconds a slot may be late and still fire on time (Z4J_MISFIRE_GRACE_SECONDS)",
+    )
+    serve.add_argument(
+        "--instance-id",
+        help="name of this instance in logs and the leader row; default HOST:PID (Z4J_INSTANCE_ID)",
+    )
+    serve.add_argument(
+        "--http-host",
+        dest="scheduler_http_host",
+        help="address of /healthz, /readyz and /metrics "
+        "(Z4J_SCHEDULER_HTTP_HOST, default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--http-port",
+        dest="scheduler_http_port",
+        type=int,
+        help="port of /healthz, /readyz and /metrics; off when unset (Z4J_SCHEDULER_HTTP_PORT)",
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        help="seconds between passes that correct every cursor from its definition; 0 is off "
+        "(Z4J_RECONCILE_INTERVAL, default 900)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("Z4J_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = ("database_url", "brain_grpc_target", "tls_cert", "tls_key", "tls_ca", "tls_server_name", "misfire_grace_seconds")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {
+        name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None
+    }
     try:
         settings = SchedulerSettings(**overrides)
         _require(settings)
         return anyio.run(serve, settings)
-    except (ServeConfigError, SettingsError) as error:
-        print(f"z4j-scheduler: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    except (ServeConfigError, SettingsError, HttpBindError, SessionLockError, FrameError) as error:
+        return _fail(error, EXIT_CONFIG)
     except LeadershipError as error:
-        print(f"z4j-scheduler: {error}", file=sys.stderr)
-        return EXIT_NOT_LEADER
+        return _fail(error, EXIT_NOT_LEADER)
+
+
+def _fail(error: Exception, status: int) -> int:
+    logger.error("scheduler stopped: %s", " ".join(str(error).split()))
+    print(f"z4j-scheduler: {' '.join(str(error).split())}", file=sys.stderr)
+    return status
 
 
 def _require(settings: SchedulerSettings) -> None:
@@ -80,27 +142,14 @@ async def serve(settings: SchedulerSettings) -> int:
         # Fail at once, before connecting, when another instance runs.
         gate.try_acquire()
     _check_readable(settings)
-    stop = anyio.Event()
     client = _client(settings)
-    scheduler = Scheduler(
-        make_session_factory(engine),
-        gate,
-        client,
-        grace=timedelta(seconds=settings.misfire_grace_seconds),
-        poll_interval=settings.poll_interval,
-        batch_size=settings.batch_size,
-        frame_size=settings.frame_size,
-        instance_id=settings.instance_id or f"{socket.gethostname()}:{os.getpid()}",
+    scheduler = _scheduler(settings, engine, gate, client)
+    health = _health_server(settings, scheduler, engine)
+    logger.info(
+        "scheduler %s starting against %s", scheduler.instance_id, settings.brain_grpc_target
     )
-    logger.info("scheduler %s starting against %s", scheduler.instance_id, settings.brain_grpc_target)
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_stop_on_signal, stop)
-            if settings.parent_pid is not None:
-                group.start_soon(_stop_when_orphaned, settings.parent_pid, stop)
-            await _connect(client, stop)
-            await scheduler.run(stop)
-            group.cancel_scope.cancel()
+        await _run(settings, scheduler, client, health)
     finally:
         with anyio.CancelScope(shield=True):
             await client.close()
@@ -109,11 +158,80 @@ async def serve(settings: SchedulerSettings) -> int:
     return 0
 
 
+async def _run(
+    settings: SchedulerSettings,
+    scheduler: Scheduler,
+    client: BrainClient,
+    health: HealthServer | None,
+) -> None:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signal, stop)
+        if settings.parent_pid is not None:
+            group.start_soon(_stop_when_orphaned, settings.parent_pid, stop)
+        if health is not None:
+            group.start_soon(health.serve)
+        await anyio.to_thread.run_sync(_warm_pool, scheduler)
+        await _connect(client, stop)
+        if not stop.is_set():
+            scheduler.brain_ok = True
+        await scheduler.run(stop)
+        if health is not None:
+            health.stop()
+        group.cancel_scope.cancel()
+
+
+def _scheduler(
+    settings: SchedulerSettings, engine: Engine, gate: LeaderGate, client: BrainClient
+) -> Scheduler:
+    return Scheduler(
+        make_session_factory(engine),
+        gate,
+        client,
+        grace=timedelta(seconds=settings.misfire_grace_seconds),
+        poll_interval=settings.poll_interval,
+        batch_size=settings.batch_size,
+        frame_size=settings.frame_size,
+        instance_id=settings.instance_id or f"{socket.gethostname()}:{os.getpid()}",
+        reconcile_interval=settings.reconcile_interval,
+        reconcile_batch_size=settings.reconcile_batch_size,
+    )
+
+
+def _health_server(
+    settings: SchedulerSettings, scheduler: Scheduler, engine: Engine
+) -> HealthServer | None:
+    if settings.scheduler_http_port is None:
+        return None
+    sock = bind_socket(settings.scheduler_http_host, settings.scheduler_http_port)
+    target = settings.brain_grpc_target
+
+    def view() -> LeaderView:
+        return LeaderView(
+            scheduler.instance_id, scheduler.epoch, target, scheduler.brain_ok is True
+        )
+
+    app = HealthApp(view, make_session_factory(engine)).app()
+    return HealthServer(app, sock)
+
+
+def _warm_pool(scheduler: Scheduler) -> None:
+    # A follower opens a pooled database connection at start, so taking over
+    # does not wait for a new connection; the gate has its own.
+    try:
+        with scheduler.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        logger.warning("database not reachable at start, the scheduler retries: %s", error)
+
+
 def _check_readable(settings: SchedulerSettings) -> None:
     for name in ("tls_ca", "tls_cert", "tls_key"):
         path = getattr(settings, name)
         if not os.access(path, os.R_OK):
-            raise ServeConfigError(f"invalid {name} {str(path)!r}: the file does not exist or is not readable")
+            raise ServeConfigError(
+                f"invalid {name} {str(path)!r}: the file does not exist or is not readable"
+            )
 
 
 def _client(settings: SchedulerSettings) -> BrainClient:
@@ -129,12 +247,20 @@ def _client(settings: SchedulerSettings) -> BrainClient:
 
 
 async def _connect(client: BrainClient, stop: anyio.Event) -> None:
+    attempts = 0
     while not stop.is_set():
         try:
             await client.connect()
             return
         except BrainUnavailableError as error:
-            logger.warning("brain not reachable yet, retrying: %s", error)
+            attempts += 1
+            if attempts == 1 or attempts % REPEAT_LOG_EVERY == 0:
+                logger.warning(
+                    "brain not reachable yet (%d attempts), retrying every %.0f s: %s",
+                    attempts,
+                    RETRY_INTERVAL,
+                    error,
+                )
             with anyio.move_on_after(RETRY_INTERVAL):
                 await stop.wait()
 

@@ -33,6 +33,19 @@ class SchedulerSettings(BaseSettings):
     batch_size: int = Field(default=5000, ge=1)
     # Fires per frame sent to the brain.
     frame_size: int = Field(default=2000, ge=1)
-    instance_id: str | None = None
+    # Name of this instance in logs and in the scheduler_leader row; the
+    # default is HOST:PID.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=200)
     # Pid of the brain that spawned this process in embedded mode.
     parent_pid: int | None = None
+
+    # Seconds between two reconcile passes over every enabled schedule's
+    # cursor; 0 turns reconcile off.
+    reconcile_interval: float = Field(default=900.0, ge=0)
+    # Schedules checked per transaction and per frame of corrections.
+    reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    # Port of this process's /healthz, /readyz and /metrics; unset turns the
+    # HTTP server off, 0 picks a free port.
+    scheduler_http_port: int | None = Field(default=None, ge=0, le=65535)
+    scheduler_http_host: str = "127.0.0.1"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from z4j_brain_plugin.models import LeaderState, Schedule
@@ -23,6 +24,22 @@ class DueRow:
     start_at: datetime | None
     catch_up: str
     next_run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRow(DueRow):
+    """A schedule as reconcile reads it: a due row plus its latest fired slot."""
+
+    last_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderRecord:
+    """The ``scheduler_leader`` row: the latest claimed epoch and who claimed it."""
+
+    epoch: int
+    leader_id: str | None
+    acquired_at: datetime | None
 
 
 _DUE_COLUMNS = (
@@ -48,6 +65,28 @@ def read_due(session: Session, now: datetime, limit: int) -> list[DueRow]:
     return [_due_row(row) for row in session.execute(statement)]
 
 
+def count_due(session: Session, now: datetime) -> int:
+    """Return how many enabled schedules have a cursor at or before ``now``."""
+    statement = select(func.count()).where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
+    return int(session.scalar(statement) or 0)
+
+
+def read_reconcile_batch(session: Session, after_id: int, limit: int) -> list[ReconcileRow]:
+    """Return up to ``limit`` enabled schedules with a cursor and an id above ``after_id``, by id.
+
+    Keyset pagination: the caller passes the last id of one batch to get the next.
+    """
+    statement = (
+        select(*_DUE_COLUMNS, Schedule.last_run_at)
+        .where(
+            Schedule.enabled.is_(True), Schedule.next_run_at.is_not(None), Schedule.id > after_id
+        )
+        .order_by(Schedule.id)
+        .limit(limit)
+    )
+    return [_reconcile_row(row) for row in session.execute(statement)]
+
+
 def next_due_at(session: Session, excluded: frozenset[int] = frozenset()) -> datetime | None:
     """Return the earliest cursor of an enabled schedule, skipping ``excluded`` ids."""
     statement = select(func.min(Schedule.next_run_at)).where(Schedule.enabled.is_(True))
@@ -70,5 +109,20 @@ def claim_epoch(session: Session, leader_id: str, now: datetime) -> int:
     return int(epoch)
 
 
-def _due_row(row: Row[tuple[int, int, str, str, str, datetime | None, str, datetime]]) -> DueRow:
+def read_leader(session: Session) -> LeaderRecord | None:
+    """Return the ``scheduler_leader`` row, or None before the first migration."""
+    statement = select(LeaderState.epoch, LeaderState.leader_id, LeaderState.acquired_at).where(
+        LeaderState.id == 1
+    )
+    row = session.execute(statement).one_or_none()
+    return None if row is None else LeaderRecord(int(row[0]), row[1], row[2])
+
+
+# The rows are typed as the model's nullable columns; the queries' filters
+# make next_run_at non-null.
+def _due_row(row: Any) -> DueRow:
     return DueRow(*row)
+
+
+def _reconcile_row(row: Any) -> ReconcileRow:
+    return ReconcileRow(*row)
