@@ -13,10 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Preview schedules and run the z4j scheduler process.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from z4j_scheduler import preview, serve
+    from z4j_scheduler import preview, serve_options
 
     preview.add_commands(commands)
-    serve.add_command(commands)
+    serve_options.add_command(commands)
     return parser
 
 
