@@ -23,6 +23,21 @@ SECRET = b"tick-test-secret"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+
+@pytest.fixture(scope="package")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="package", autouse=True)
+async def shared_event_loop(anyio_backend: str) -> AsyncIterator[None]:
+    """Run every test of this package in one event loop.
+
+    grpc.aio can deliver a completion after a channel closed to the loop that
+    created it; a loop per test would then see "Event loop is closed".
+    """
+    yield
+
 class ManualClock:
     def __init__(self, now: datetime) -> None:
         self.value = now
