@@ -26,7 +26,13 @@ export Z4J_SCHEDULER_GRPC_PORT=0
 python -m huey.bin.huey_consumer examples.huey_app.tasks.huey \
     --workers=1 --worker-type=thread --no-periodic --max-delay=0.5 &
 consumer=$!
-trap 'kill "$consumer" 2>/dev/null; wait "$consumer" 2>/dev/null' EXIT
+brain=
+stop() {
+    trap - INT TERM EXIT
+    kill -TERM ${brain:+"$brain"} "$consumer" 2>/dev/null
+    wait
+}
+trap stop INT TERM EXIT
 
 z4j-brain migrate
 z4j-brain project create demo
@@ -35,4 +41,8 @@ echo "An admin API token for http://127.0.0.1:${Z4J_HTTP_PORT:-7700}/api/v1 (sho
 z4j-brain token create --role admin --name quickstart
 echo "Task runs are appended to $Z4J_EXAMPLE_OUTPUT"
 
-z4j-brain serve
+# In the background, so that a SIGTERM to this script reaches the trap,
+# which stops the brain (and with it the scheduler child) and the consumer.
+z4j-brain serve &
+brain=$!
+wait "$brain"

@@ -1,9 +1,10 @@
 """Apply a declarative schedule file (TOML or JSON) to a project.
 
 The file names a project and lists schedules by name; applying it creates the
-missing ones, updates the changed ones (compared by a hash of their
-definition) and, with ``prune``, deletes declarative schedules no longer
-listed. Everything is validated before the transaction commits, so a file
+missing ones, updates those whose stored values differ from the file (an
+edit made through the API is undone) and, with ``prune``, deletes
+declarative schedules no longer listed. A schedule created another way is
+never taken over. Everything is validated before the transaction commits, so a file
 with one bad schedule changes nothing.
 """
 
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from z4j_brain_plugin.errors import ValidationError
 from z4j_brain_plugin.models import Project, Schedule
-from z4j_brain_plugin.schedules import ScheduleService
+from z4j_brain_plugin.schedules import DEFAULTS, ScheduleService, parse_fields, schedule_document
 
 SOURCE = "declarative"
 
@@ -64,10 +65,8 @@ def apply_spec(
     now: datetime,
 ) -> ApplyReport:
     report = ApplyReport()
-    existing = {
-        row.name: row
-        for row in session.scalars(select(Schedule).where(Schedule.project_id == project.id))
-    }
+    statement = select(Schedule).where(Schedule.project_id == project.id)
+    existing = {row.name: row for row in session.scalars(statement)}
     listed = set()
     for position, body in enumerate(schedules):
         name = body.get("name")
@@ -78,9 +77,15 @@ def apply_spec(
                 f"invalid name {name!r}: each schedule needs a unique name",
             )
         listed.add(name)
-        _apply_one(
-            session, service, project, body, existing.get(name), report, actor=actor, now=now
-        )
+        try:
+            _apply_one(
+                session, service, project, body, existing.get(name), report, actor=actor, now=now
+            )
+        except ValidationError as error:
+            message = f"schedule {name!r} (schedules[{position}]): {error.message}"
+            raise ValidationError(
+                f"schedules[{position}].{error.field}", error.value, message
+            ) from error
     if prune:
         for name, row in existing.items():
             if name not in listed and row.source == SOURCE:
@@ -100,17 +105,36 @@ def _apply_one(
     actor: str,
     now: datetime,
 ) -> None:
-    digest = definition_hash(body)
+    # The file is the whole definition: a field it leaves out takes its
+    # default, so removing a line from the file resets that field.
+    definition = {**DEFAULTS, **body}
+    digest = definition_hash(definition)
     if row is None:
-        created = service.create(session, project, body, actor=actor, source=SOURCE, now=now)
+        created = service.create(session, project, definition, actor=actor, source=SOURCE, now=now)
         created.source_hash = digest
         report.created.append(created.name)
-    elif row.source_hash == digest:
+        return
+    if row.source != SOURCE:
+        raise ValidationError(
+            "name",
+            row.name,
+            f"a schedule named {row.name!r} exists and is managed by {row.source!r}; "
+            "rename it in the file, or delete the existing schedule first",
+        )
+    if row.source_hash == digest and _matches(row, definition):
         report.unchanged.append(row.name)
-    else:
-        service.update(session, row, body, actor=actor, now=now)
-        row.source, row.source_hash = SOURCE, digest
-        report.updated.append(row.name)
+        return
+    service.update(session, row, definition, actor=actor, now=now)
+    row.source_hash = digest
+    report.updated.append(row.name)
+
+
+def _matches(row: Schedule, definition: dict[str, Any]) -> bool:
+    """Tell whether the stored schedule still has the file's values (an API edit changes them)."""
+    document = schedule_document(row)
+    fields = parse_fields(definition)
+    fields.pop("start_at", None)
+    return all(document.get(name) == value for name, value in fields.items())
 
 
 def definition_hash(body: dict[str, Any]) -> str:

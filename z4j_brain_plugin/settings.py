@@ -32,11 +32,12 @@ class BrainSettings(BaseSettings):
     scheduler_grpc_tls_ca: Path | None = None
     pki_dir: Path = Path(".z4j/pki")
 
-    # Signs fire frames and the audit chain. When unset the brain creates one
-    # in ``secret_file`` on first start and reuses it afterwards.
+    # Signs fire frames and the audit chain. When unset, a SQLite brain
+    # creates one in ``secret_file`` (default: beside the database file, so
+    # every command run against that database finds it) and reuses it.
     secret: SecretStr | None = None
     previous_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    secret_file: Path = Path(".z4j/secret")
+    secret_file: Path | None = None
 
     # The ``default`` broker connection of each engine.
     celery_broker_url: str | None = None
