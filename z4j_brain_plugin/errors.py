@@ -1,12 +1,12 @@
 """Exceptions raised by the brain package.
 
-    BrainError
-    ├── ConfigurationError (ValueError)      a setting is invalid or missing
-    ├── ValidationError (ValueError)         REST or CLI input rejected; nothing written
-    ├── NotFoundError (LookupError)          a project, schedule or fire does not exist
-    ├── AuthError (PermissionError)          missing, unknown or under-privileged API token
-    ├── DispatchError (RuntimeError)         an engine broker rejected or did not take a message
-    └── PkiError (RuntimeError)              certificates could not be minted or loaded
+BrainError
+├── ConfigurationError (ValueError)      a setting is invalid or missing
+├── ValidationError (ValueError)         REST or CLI input rejected; nothing written
+├── NotFoundError (LookupError)          a project, schedule or fire does not exist
+├── AuthError (PermissionError)          missing, unknown or under-privileged API token
+├── DispatchError (RuntimeError)         an engine broker rejected or did not take a message
+└── PkiError (RuntimeError)              certificates could not be minted or loaded
 """
 
 from __future__ import annotations

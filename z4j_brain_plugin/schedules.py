@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from z4j_brain_plugin import audit
 from z4j_brain_plugin.errors import ValidationError
-from z4j_brain_plugin.models import ENGINES, Fire, Project, Schedule
-from z4j_brain_plugin.settings import ENGINE_URL_SETTINGS
 from z4j_brain_plugin.fires import fire_payload
+from z4j_brain_plugin.models import ENGINES, Fire, Project, Schedule, bulk_insert, reserve_ids
+from z4j_brain_plugin.settings import ENGINE_URL_SETTINGS
 from z4j_scheduler.errors import ScheduleError
-from z4j_scheduler.semantics import parse_instant, parse_policy, parse_schedule
 from z4j_scheduler.semantics import Schedule as Timing
+from z4j_scheduler.semantics import parse_instant, parse_policy, parse_schedule
 
 # Largest JSON encoding of args plus kwargs, in bytes; brokers and workers
 # handle task payloads, not documents.
@@ -55,6 +56,8 @@ class ScheduleFields(BaseModel):
     enabled: bool | None = None
 
 
+# Fields a client may set to null; the others need a value when present.
+NULLABLE_FIELDS = frozenset({"queue", "start_at"})
 REQUIRED_ON_CREATE = ("name", "engine", "kind", "expression", "task_name")
 DEFAULTS: dict[str, Any] = {
     "connection": "default",
@@ -77,16 +80,98 @@ class ScheduleService:
     secret: bytes
 
     def create(
-        self, session: Session, project: Project, body: Mapping[str, Any], *, actor: str, source: str, now: datetime
+        self,
+        session: Session,
+        project: Project,
+        body: Mapping[str, Any],
+        *,
+        actor: str,
+        source: str,
+        now: datetime,
     ) -> Schedule:
+        schedule = self.build(project, body, source=source, now=now)
+        session.add(schedule)
+        session.flush()
+        self._audit(session, actor, "schedule.create", schedule, None, now)
+        return schedule
+
+    def create_many(
+        self,
+        session: Session,
+        project: Project,
+        bodies: Sequence[Any],
+        *,
+        actor: str,
+        source: str,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Validate every body, then insert all schedules and their audit entries, or nothing.
+
+        Returns the REST document of each new schedule, in order. A
+        ValidationError names the first invalid item by index, as
+        ``schedules[INDEX].FIELD``. Names must be unique within the list and
+        in the project.
+        """
+        timings: dict[tuple[Any, ...], Timing] = {}
+        schedules = [
+            self._build_item(project, index, body, source, now, timings)
+            for index, body in enumerate(bodies)
+        ]
+        _check_unique_names(session, project, schedules)
+        for schedule_id, schedule in zip(
+            reserve_ids(session, "schedules", len(schedules)), schedules, strict=True
+        ):
+            schedule.id = schedule_id
+        # Plain rows in one statement: an ORM flush of thousands of objects
+        # spends most of its time building and parsing one huge statement.
+        table = cast(Table, Schedule.__table__)
+        rows = [
+            {column.key: getattr(schedule, column.key) for column in table.columns}
+            for schedule in schedules
+        ]
+        bulk_insert(session, table, rows)
+        entries = [
+            audit.AuditRecord(
+                at=now,
+                actor=actor,
+                action="schedule.create",
+                target=f"schedule:{schedule.id}",
+                before=None,
+                after=schedule_document(schedule),
+            )
+            for schedule in schedules
+        ]
+        audit.append_many(session, self.secret, entries)
+        return [entry.after for entry in entries if entry.after is not None]
+
+    def build(
+        self,
+        project: Project,
+        body: Mapping[str, Any],
+        *,
+        source: str,
+        now: datetime,
+        timings: dict[tuple[Any, ...], Timing] | None = None,
+    ) -> Schedule:
+        """Validate ``body`` and return the new, unsaved schedule with its first cursor.
+
+        ``timings`` caches parsed timings by (kind, expression, zone, anchor)
+        across the items of one bulk request, which often repeat them.
+        """
         fields = parse_fields(body)
         _require(fields, REQUIRED_ON_CREATE)
         values = {**DEFAULTS, **fields}
         self._check_engine(values["engine"], values["connection"])
         start_at = _anchor(values, now)
-        timing = _timing(values["kind"], values["expression"], values["timezone"], start_at)
+        key = (values["kind"], values["expression"], values["timezone"], start_at)
+        timing = timings.get(key) if timings is not None else None
+        if timing is None:
+            timing = _timing(*key)
+            if timings is not None:
+                timings[key] = timing
         catch_up = _policy(values["catch_up"])
-        schedule = Schedule(
+        _check_payload(values["args"], values["kwargs"])
+        return Schedule(
             project_id=project.id,
             name=values["name"],
             engine=values["engine"],
@@ -108,27 +193,61 @@ class ScheduleService:
             created_at=now,
             updated_at=now,
         )
-        _check_payload(schedule.args, schedule.kwargs)
-        session.add(schedule)
-        session.flush()
-        self._audit(session, actor, "schedule.create", schedule, None, now)
-        return schedule
+
+    def _build_item(
+        self,
+        project: Project,
+        index: int,
+        body: Any,
+        source: str,
+        now: datetime,
+        timings: dict[tuple[Any, ...], Timing],
+    ) -> Schedule:
+        try:
+            return self.build(project, body, source=source, now=now, timings=timings)
+        except ValidationError as error:
+            raise ValidationError(
+                f"schedules[{index}].{error.field}",
+                error.value,
+                f"schedules[{index}]: {error.message}",
+            ) from error
 
     def update(
-        self, session: Session, schedule: Schedule, body: Mapping[str, Any], *, actor: str, now: datetime
+        self,
+        session: Session,
+        schedule: Schedule,
+        body: Mapping[str, Any],
+        *,
+        actor: str,
+        now: datetime,
     ) -> Schedule:
         fields = parse_fields(body)
         before = schedule_document(schedule)
         merged = {**before, **fields}
         self._check_engine(merged["engine"], merged["connection"])
         timing_changed = any(name in fields for name in TIMING_FIELDS)
-        start_at = _anchor(merged, now) if "start_at" in fields or merged["kind"] != schedule.kind else schedule.start_at
+        start_at = (
+            _anchor(merged, now)
+            if "start_at" in fields or merged["kind"] != schedule.kind
+            else schedule.start_at
+        )
         if merged["kind"] == "interval" and start_at is None:
             start_at = now
         timing = _timing(merged["kind"], merged["expression"], merged["timezone"], start_at)
         catch_up = _policy(merged["catch_up"])
         _check_payload(merged["args"], merged["kwargs"])
-        for name in ("name", "engine", "connection", "kind", "expression", "timezone", "task_name", "args", "kwargs", "queue"):
+        for name in (
+            "name",
+            "engine",
+            "connection",
+            "kind",
+            "expression",
+            "timezone",
+            "task_name",
+            "args",
+            "kwargs",
+            "queue",
+        ):
             setattr(schedule, name, merged[name])
         schedule.start_at = start_at
         schedule.catch_up = catch_up
@@ -140,7 +259,9 @@ class ScheduleService:
         self._audit(session, actor, "schedule.update", schedule, before, now)
         return schedule
 
-    def set_enabled(self, session: Session, schedule: Schedule, enabled: bool, *, actor: str, now: datetime) -> Schedule:
+    def set_enabled(
+        self, session: Session, schedule: Schedule, enabled: bool, *, actor: str, now: datetime
+    ) -> Schedule:
         return self.update(session, schedule, {"enabled": enabled}, actor=actor, now=now)
 
     def delete(self, session: Session, schedule: Schedule, *, actor: str, now: datetime) -> None:
@@ -148,8 +269,14 @@ class ScheduleService:
         session.delete(schedule)
         session.flush()
         audit.append(
-            session, self.secret, actor=actor, action="schedule.delete", target=f"schedule:{before['id']}",
-            before=before, after=None, at=now,
+            session,
+            self.secret,
+            actor=actor,
+            action="schedule.delete",
+            target=f"schedule:{before['id']}",
+            before=before,
+            after=None,
+            at=now,
         )
 
     def run_now(self, session: Session, schedule: Schedule, *, actor: str, now: datetime) -> Fire:
@@ -164,6 +291,8 @@ class ScheduleService:
             trigger="manual",
             status="pending",
             payload=fire_payload(schedule),
+            engine=schedule.engine,
+            connection=schedule.connection,
             attempts=0,
             next_attempt_at=now,
             epoch=0,
@@ -171,8 +300,14 @@ class ScheduleService:
         session.add(fire)
         session.flush()
         audit.append(
-            session, self.secret, actor=actor, action="schedule.run_now", target=f"schedule:{schedule.id}",
-            before=None, after={"fire_id": fire.id}, at=now,
+            session,
+            self.secret,
+            actor=actor,
+            action="schedule.run_now",
+            target=f"schedule:{schedule.id}",
+            before=None,
+            after={"fire_id": fire.id},
+            at=now,
         )
         return fire
 
@@ -200,12 +335,47 @@ class ScheduleService:
         schedule.updated_at = now
 
     def _audit(
-        self, session: Session, actor: str, action: str, schedule: Schedule, before: dict[str, Any] | None, now: datetime
+        self,
+        session: Session,
+        actor: str,
+        action: str,
+        schedule: Schedule,
+        before: dict[str, Any] | None,
+        now: datetime,
     ) -> None:
         audit.append(
-            session, self.secret, actor=actor, action=action, target=f"schedule:{schedule.id}",
-            before=before, after=schedule_document(schedule), at=now,
+            session,
+            self.secret,
+            actor=actor,
+            action=action,
+            target=f"schedule:{schedule.id}",
+            before=before,
+            after=schedule_document(schedule),
+            at=now,
         )
+
+
+def _check_unique_names(session: Session, project: Project, schedules: Sequence[Schedule]) -> None:
+    seen: dict[str, int] = {}
+    for index, schedule in enumerate(schedules):
+        if schedule.name in seen:
+            raise ValidationError(
+                f"schedules[{index}].name",
+                schedule.name,
+                f"schedules[{index}]: invalid name {schedule.name!r}: schedules[{seen[schedule.name]}] has the same name",
+            )
+        seen[schedule.name] = index
+    statement = select(Schedule.name).where(
+        Schedule.project_id == project.id, Schedule.name.in_(seen)
+    )
+    taken = set(session.scalars(statement))
+    for index, schedule in enumerate(schedules):
+        if schedule.name in taken:
+            raise ValidationError(
+                f"schedules[{index}].name",
+                schedule.name,
+                f"schedules[{index}]: invalid name {schedule.name!r}: a schedule with this name exists in the project",
+            )
 
 
 def parse_fields(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,7 +389,13 @@ def parse_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         field = ".".join(str(part) for part in first["loc"]) or "body"
         value = first.get("input")
         raise ValidationError(field, value, f"invalid {field} {value!r}: {first['msg']}") from error
-    return model.model_dump(exclude_unset=True)
+    fields = model.model_dump(exclude_unset=True)
+    for name, value in fields.items():
+        if value is None and name not in NULLABLE_FIELDS:
+            raise ValidationError(
+                name, None, f"invalid {name} null: give a value, or leave the field out"
+            )
+    return fields
 
 
 def initial_cursor(timing: Timing, kind: str, catch_up: str, now: datetime) -> datetime | None:
@@ -281,7 +457,9 @@ def _iso(value: datetime | None) -> str | None:
 def _require(fields: Mapping[str, Any], names: tuple[str, ...]) -> None:
     for name in names:
         if fields.get(name) is None:
-            raise ValidationError(name, None, f"missing {name}: it is required to create a schedule")
+            raise ValidationError(
+                name, None, f"missing {name}: it is required to create a schedule"
+            )
 
 
 def _anchor(values: Mapping[str, Any], now: datetime) -> datetime | None:
@@ -314,7 +492,8 @@ def _check_payload(args: list[Any], kwargs: dict[str, Any]) -> None:
     size = len(json.dumps([args, kwargs]))
     if size > MAX_PAYLOAD_BYTES:
         raise ValidationError(
-            "args", f"<{size} bytes>",
+            "args",
+            f"<{size} bytes>",
             f"invalid args and kwargs: {size} bytes of JSON exceed the {MAX_PAYLOAD_BYTES}-byte limit; "
             "pass a reference (an id or a URL) instead of the data",
         )

@@ -1,10 +1,10 @@
 """Exceptions raised by the scheduler package.
 
-    Z4JSchedulerError
-    ├── ScheduleError (ValueError)        invalid schedule definition
-    ├── FrameError (PermissionError)      a gRPC frame or client was rejected (HMAC, replay, version, CN)
-    ├── BrainUnavailableError (ConnectionError)
-    └── LeadershipError (RuntimeError)    another instance holds the scheduler lock
+Z4JSchedulerError
+├── ScheduleError (ValueError)        invalid schedule definition
+├── FrameError (PermissionError)      a gRPC frame or client was rejected (HMAC, replay, version, CN)
+├── BrainUnavailableError (ConnectionError)
+└── LeadershipError (RuntimeError)    another instance holds the scheduler lock
 """
 
 from __future__ import annotations

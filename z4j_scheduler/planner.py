@@ -31,7 +31,7 @@ class Planner:
 
     def __init__(self, grace: timedelta) -> None:
         self.grace = grace
-        self._cache: OrderedDict[tuple[int, int], Schedule] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], Schedule] = OrderedDict()
 
     def plan(self, rows: Sequence[DueRow], now: datetime) -> TickPlan:
         result = TickPlan()
@@ -66,7 +66,9 @@ class Planner:
 
     def timing(self, row: DueRow) -> Schedule:
         """Return the parsed definition of ``row``; raises ScheduleError for an invalid one."""
-        key = (row.id, row.revision)
+        # The definition is part of the key because SQLite can give a new
+        # schedule the id of a deleted one, with the same revision.
+        key = (row.id, row.revision, row.kind, row.expression, row.timezone, row.start_at)
         timing = self._cache.get(key)
         if timing is None:
             timing = parse_schedule(row.kind, row.expression, row.timezone, row.start_at)

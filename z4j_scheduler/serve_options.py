@@ -62,7 +62,6 @@ def add_command(commands: Any) -> None:
     serve.set_defaults(handler=_run_serve)
 
 
-
 def _run_serve(args: argparse.Namespace) -> int:
     from z4j_scheduler.serve import run_serve
 

@@ -33,7 +33,9 @@ def schedule_body(api: Api, **overrides: Any) -> dict[str, Any]:
 
 
 async def create(api: Api, **overrides: Any) -> dict[str, Any]:
-    response = await api.client.post(SCHEDULES, json=schedule_body(api, **overrides), headers=api.operator)
+    response = await api.client.post(
+        SCHEDULES, json=schedule_body(api, **overrides), headers=api.operator
+    )
     assert response.status_code == 201, response.text
     document: dict[str, Any] = response.json()
     return document
@@ -64,13 +66,21 @@ async def test_create_schedule_computes_cursor(api: Api) -> None:
         ({"engine": "rq"}, "engine", "rq"),
         ({"catch_up": "sometimes"}, "catch_up", "sometimes"),
         ({"colour": "blue"}, "colour", "blue"),
-        ({"kind": "one_shot", "expression": "2001-01-01T00:00:00Z"}, "expression", "2001-01-01T00:00:00Z"),
+        (
+            {"kind": "one_shot", "expression": "2001-01-01T00:00:00Z"},
+            "expression",
+            "2001-01-01T00:00:00Z",
+        ),
         ({"args": {"not": "a list"}}, "args", {"not": "a list"}),
         ({"connection": "second-redis"}, "connection", "second-redis"),
     ],
 )
-async def test_invalid_schedule_is_rejected_and_not_written(api: Api, overrides: dict[str, Any], field: str, value: Any) -> None:
-    response = await api.client.post(SCHEDULES, json=schedule_body(api, **overrides), headers=api.operator)
+async def test_invalid_schedule_is_rejected_and_not_written(
+    api: Api, overrides: dict[str, Any], field: str, value: Any
+) -> None:
+    response = await api.client.post(
+        SCHEDULES, json=schedule_body(api, **overrides), headers=api.operator
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == field
@@ -97,7 +107,9 @@ async def test_duplicate_name_is_rejected(api: Api) -> None:
 async def test_update_bumps_revision_and_moves_cursor(api: Api) -> None:
     document = await create(api)
     url = f"{SCHEDULES}/{document['id']}"
-    response = await api.client.patch(url, json={"expression": "*/5 * * * *", "timezone": "UTC"}, headers=api.operator)
+    response = await api.client.patch(
+        url, json={"expression": "*/5 * * * *", "timezone": "UTC"}, headers=api.operator
+    )
     assert response.status_code == 200, response.text
     updated = response.json()
     assert updated["revision"] == 2
@@ -131,7 +143,9 @@ async def test_delete_schedule(api: Api) -> None:
     assert (await api.client.get(url, headers=api.viewer)).status_code == 404
 
 
-async def wait_for_fire(api: Api, url: str, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_for_fire(
+    api: Api, url: str, predicate: Any, timeout: float = 30.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         fires = (await api.client.get(f"{url}/fires", headers=api.viewer)).json()["fires"]
@@ -160,11 +174,19 @@ async def test_fire_history_filters(api: Api) -> None:
     url = f"{SCHEDULES}/{document['id']}"
     await api.client.post(f"{url}/run-now", headers=api.operator)
     await wait_for_fire(api, url, lambda item: item["status"] == "dispatched")
-    by_status = (await api.client.get(f"{url}/fires", params={"status": "dispatched"}, headers=api.viewer)).json()
-    assert by_status["total"] == 1
-    none_failed = (await api.client.get(f"{url}/fires", params={"status": "failed"}, headers=api.viewer)).json()
+    by_status = (
+        await api.client.get(f"{url}/fires", params={"status": "dispatched"}, headers=api.viewer)
+    ).json()
+    assert [fire["status"] for fire in by_status["fires"]] == ["dispatched"]
+    none_failed = (
+        await api.client.get(f"{url}/fires", params={"status": "failed"}, headers=api.viewer)
+    ).json()
     assert none_failed["fires"] == []
-    future = (await api.client.get(f"{url}/fires", params={"since": "2999-01-01T00:00:00Z"}, headers=api.viewer)).json()
+    future = (
+        await api.client.get(
+            f"{url}/fires", params={"since": "2999-01-01T00:00:00Z"}, headers=api.viewer
+        )
+    ).json()
     assert future["fires"] == []
     bad = await api.client.get(f"{url}/fires", params={"status": "done"}, headers=api.viewer)
     assert bad.status_code == 422
@@ -173,7 +195,9 @@ async def test_fire_history_filters(api: Api) -> None:
 
 async def test_requests_without_token_are_unauthorized(api: Api) -> None:
     assert (await api.client.get(SCHEDULES)).status_code == 401
-    assert (await api.client.get(SCHEDULES, headers={"Authorization": "Bearer z4j_nope"})).status_code == 401
+    assert (
+        await api.client.get(SCHEDULES, headers={"Authorization": "Bearer z4j_nope"})
+    ).status_code == 401
 
 
 async def test_viewer_cannot_write(api: Api) -> None:
@@ -190,7 +214,9 @@ async def test_project_token_cannot_reach_other_project(api: Api) -> None:
 
 
 async def test_invalid_project_slug_is_rejected(api: Api) -> None:
-    response = await api.client.post("/api/v1/projects", json={"slug": "Not Valid"}, headers=api.admin)
+    response = await api.client.post(
+        "/api/v1/projects", json={"slug": "Not Valid"}, headers=api.admin
+    )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "slug"
 
@@ -199,3 +225,23 @@ async def test_readyz_reports_database(api: Api) -> None:
     body = (await api.client.get("/readyz")).json()
     assert body["status"] == "ready"
     assert body["checks"]["database"]["epoch"] == 0
+
+
+@pytest.mark.parametrize("field", ["name", "timezone", "engine", "task_name", "enabled", "args", "kwargs"])
+async def test_null_field_is_rejected(api: Api, field: str) -> None:
+    document = await create(api)
+    url = f"{SCHEDULES}/{document['id']}"
+    response = await api.client.patch(url, json={field: None}, headers=api.operator)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == field
+    assert (await api.client.get(url, headers=api.viewer)).json()["revision"] == 1
+
+
+async def test_rename_to_existing_name_is_rejected(api: Api) -> None:
+    await create(api)
+    other = await create(api, name="second")
+    url = f"{SCHEDULES}/{other['id']}"
+    response = await api.client.patch(url, json={"name": "nightly-report"}, headers=api.operator)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "name"
+    assert (await api.client.get(url, headers=api.viewer)).json()["name"] == "second"

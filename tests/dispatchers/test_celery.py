@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.dispatchers.support import (
     HANG_DEADLINE,
@@ -232,8 +234,8 @@ def test_silent_broker_times_out_retryable(scheme_url: str, silent_server: Silen
     assert caught.value.retryable is True
 
 
-def test_dispatch_many_stops_at_down_broker() -> None:
-    dispatcher = CeleryDispatcher(with_port("redis://127.0.0.1/0", closed_port()))
+def test_dispatch_many_stops_at_down_amqp_broker() -> None:
+    dispatcher = CeleryDispatcher(with_port("amqp://guest:guest@127.0.0.1//", closed_port()))
     requests = [make_request(RECORD_RUN, f"down-{n}", queue=unique_name("down")) for n in range(3)]
     try:
         results = dispatcher.dispatch_many(requests)
@@ -246,6 +248,98 @@ def test_dispatch_many_stops_at_down_broker() -> None:
     assert all(isinstance(result, DispatchError) and result.retryable for result in results)
     assert "not attempted" not in str(results[0])
     assert all("not attempted" in str(result) for result in results[1:])
+
+
+def test_redis_batch_fails_once_at_down_broker(caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher = CeleryDispatcher(with_port("redis://127.0.0.1/0", closed_port()))
+    queues = (unique_name("down"), unique_name("down"))
+    requests = [make_request(RECORD_RUN, f"down-{n}", queue=queues[n % 2]) for n in range(4)]
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="z4j_brain_plugin.dispatchers"):
+            results = dispatcher.dispatch_many(requests)
+    finally:
+        dispatcher.close()
+
+    assert time.monotonic() - started < HANG_DEADLINE
+    assert [result.fire_id for result in results if isinstance(result, DispatchError)] == [
+        request.fire_id for request in requests
+    ]
+    assert all(isinstance(result, DispatchError) and result.retryable for result in results)
+    assert all("Connection refused" in str(result) for result in results)
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "4 fire(s)" in warnings[0].getMessage()
+
+
+def test_redis_batch_sends_send_task_message(celery_on_redis: CeleryTarget) -> None:
+    queue = celery_on_redis.queues[0]
+    worker_paused_queue = unique_name("inspect")
+    dispatcher = CeleryDispatcher(celery_on_redis.url)
+    request = make_request(RECORD_RUN, "same", [1, {"deep": True}], queue=worker_paused_queue, key="value")
+    client = redis.Redis.from_url(celery_on_redis.url)
+    try:
+        dispatcher._send(request)
+        assert dispatcher.dispatch_many([request]) == [request.fire_id]
+        raw = client.lrange(worker_paused_queue, 0, -1)
+    finally:
+        dispatcher.close()
+        delete_redis_keys(celery_on_redis.url, worker_paused_queue)
+        client.close()
+
+    assert len(raw) == 2
+    batched, single = (json.loads(item) for item in raw)
+    for message in (batched, single):
+        # A fresh tag per message; the reply queue is named after the sending thread.
+        del message["properties"]["delivery_tag"]
+        del message["properties"]["reply_to"]
+    assert batched == single
+    assert batched["headers"]["id"] == request.fire_id
+    assert queue != worker_paused_queue
+
+
+def test_redis_batch_keeps_order_per_queue(celery_on_redis: CeleryTarget) -> None:
+    queues = (unique_name("order_a"), unique_name("order_b"))
+    dispatcher = CeleryDispatcher(celery_on_redis.url)
+    requests = [make_request(RECORD_RUN, f"order-{n}", queue=queues[n % 2]) for n in range(6)]
+    client = redis.Redis.from_url(celery_on_redis.url)
+    try:
+        results = dispatcher.dispatch_many(requests)
+        # Workers pop from the right end of the list (BRPOP), so the oldest message is last.
+        popped = {queue: [json.loads(raw)["headers"]["id"] for raw in reversed(client.lrange(queue, 0, -1))] for queue in queues}
+    finally:
+        dispatcher.close()
+        for queue in queues:
+            delete_redis_keys(celery_on_redis.url, queue)
+        client.close()
+
+    assert results == [request.fire_id for request in requests]
+    assert popped[queues[0]] == [request.fire_id for request in requests[0::2]]
+    assert popped[queues[1]] == [request.fire_id for request in requests[1::2]]
+
+
+def test_redis_batch_wrong_key_type_fails_only_its_queue(celery_on_redis: CeleryTarget) -> None:
+    broken, healthy = unique_name("broken"), celery_on_redis.queues[0]
+    client = redis.Redis.from_url(celery_on_redis.url)
+    client.set(broken, "not a list")
+    dispatcher = CeleryDispatcher(celery_on_redis.url)
+    to_broken = make_request(RECORD_RUN, "to-broken", queue=broken)
+    to_healthy = make_request(RECORD_RUN, "to-healthy", queue=healthy)
+    try:
+        results = dispatcher.dispatch_many([to_broken, to_healthy])
+    finally:
+        dispatcher.close()
+        delete_redis_keys(celery_on_redis.url, broken)
+        client.close()
+
+    assert isinstance(results[0], DispatchError)
+    # kombu counts a Redis ResponseError as recoverable, and send_task retries it too.
+    assert results[0].retryable is True
+    assert "WRONGTYPE" in str(results[0])
+    assert results[1] == to_healthy.fire_id
+    wait_for_runs(
+        celery_on_redis.output, lambda run: run["task_id"] == to_healthy.fire_id, worker=celery_on_redis.worker
+    )
 
 
 def test_non_json_argument_is_not_retryable(celery_on_redis: CeleryTarget) -> None:

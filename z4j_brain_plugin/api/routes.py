@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -25,6 +27,8 @@ from z4j_scheduler.semantics import parse_instant
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_PAGE = 1000
+# Schedules per bulk create request; larger imports take several requests.
+MAX_BULK = 10_000
 
 
 def brain_of(request: Request) -> Brain:
@@ -61,7 +65,9 @@ def project_document(project: Project) -> dict[str, Any]:
     return {"id": project.id, "slug": project.slug, "name": project.name}
 
 
-def fire_document(fire: Fire) -> dict[str, Any]:
+def fire_document(fire: Any) -> dict[str, Any]:
+    """Return a fire as the REST API shows it, from a ``Fire`` or a row of its columns."""
+
     def iso(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -104,7 +110,9 @@ async def create_project(request: Request) -> Response:
             raise ValidationError("project", None, "a project-bound token cannot create projects")
         slug, name = _project_fields(body)
         if session.scalar(select(Project.id).where(Project.slug == slug)) is not None:
-            raise ValidationError("slug", slug, f"invalid slug {slug!r}: a project with this slug exists")
+            raise ValidationError(
+                "slug", slug, f"invalid slug {slug!r}: a project with this slug exists"
+            )
         project = Project(slug=slug, name=name, created_at=brain.clock())
         session.add(project)
         session.flush()
@@ -175,9 +183,54 @@ async def create_schedule(request: Request) -> Response:
         document = await brain.write(work)
     except IntegrityError as error:
         raise ValidationError(
-            "name", body.get("name"), f"invalid name {body.get('name')!r}: a schedule with this name exists in the project"
+            "name",
+            body.get("name"),
+            f"invalid name {body.get('name')!r}: a schedule with this name exists in the project",
         ) from error
     return JSONResponse(document, status_code=201)
+
+
+async def create_schedules_bulk(request: Request) -> Response:
+    """Create up to MAX_BULK schedules in one transaction: all of them, or none and a 422."""
+    items = _bulk_items(await json_body(request))
+    brain = brain_of(request)
+
+    def work(session: Session) -> dict[str, Any]:
+        project = project_by_slug(session, request.path_params["slug"])
+        who = principal(session, request)
+        who.require("operator", project)
+        documents = brain.service.create_many(
+            session, project, items, actor=who.name, source="api", now=brain.clock()
+        )
+        return {"schedules": documents}
+
+    try:
+        document = await brain.write(work)
+    except IntegrityError as error:
+        raise ValidationError(
+            "schedules",
+            None,
+            "invalid schedules: a schedule with one of these names was created meanwhile; "
+            "nothing was written, send the request again",
+        ) from error
+    return JSONResponse(document, status_code=201)
+
+
+def _bulk_items(body: Any) -> list[Any]:
+    items = body.get("schedules") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise ValidationError(
+            "schedules",
+            None,
+            "invalid body: send a JSON list of schedules, or an object with a 'schedules' list",
+        )
+    if not 1 <= len(items) <= MAX_BULK:
+        raise ValidationError(
+            "schedules",
+            len(items),
+            f"invalid schedules: {len(items)} items; send 1 to {MAX_BULK} per request",
+        )
+    return items
 
 
 def _schedule_action(
@@ -195,7 +248,16 @@ def _schedule_action(
             return action(brain, session, schedule, who, body)
 
         runner = brain.read if role == "viewer" else brain.write
-        document = await runner(work)
+        try:
+            document = await runner(work)
+        except IntegrityError as error:
+            # Only the (project, name) constraint can fail on an edit.
+            name = body.get("name") if isinstance(body, dict) else None
+            raise ValidationError(
+                "name",
+                name,
+                f"invalid name {name!r}: a schedule with this name exists in the project",
+            ) from error
         if request.url.path.endswith("/run-now"):
             brain.outbox.wake()
             return JSONResponse(document, status_code=202)
@@ -206,20 +268,30 @@ def _schedule_action(
     return endpoint
 
 
-def _get(brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any) -> dict[str, Any]:
+def _get(
+    brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any
+) -> dict[str, Any]:
     return schedule_document(schedule)
 
 
-def _update(brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any) -> dict[str, Any]:
-    return schedule_document(brain.service.update(session, schedule, body, actor=who.name, now=brain.clock()))
+def _update(
+    brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any
+) -> dict[str, Any]:
+    return schedule_document(
+        brain.service.update(session, schedule, body, actor=who.name, now=brain.clock())
+    )
 
 
-def _enable(brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any) -> dict[str, Any]:
+def _enable(
+    brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any
+) -> dict[str, Any]:
     updated = brain.service.set_enabled(session, schedule, True, actor=who.name, now=brain.clock())
     return schedule_document(updated)
 
 
-def _disable(brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any) -> dict[str, Any]:
+def _disable(
+    brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any
+) -> dict[str, Any]:
     updated = brain.service.set_enabled(session, schedule, False, actor=who.name, now=brain.clock())
     return schedule_document(updated)
 
@@ -228,28 +300,88 @@ def _delete(brain: Brain, session: Session, schedule: Schedule, who: Principal, 
     brain.service.delete(session, schedule, actor=who.name, now=brain.clock())
 
 
-def _run_now(brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any) -> dict[str, Any]:
-    return fire_document(brain.service.run_now(session, schedule, actor=who.name, now=brain.clock()))
+def _run_now(
+    brain: Brain, session: Session, schedule: Schedule, who: Principal, body: Any
+) -> dict[str, Any]:
+    return fire_document(
+        brain.service.run_now(session, schedule, actor=who.name, now=brain.clock())
+    )
 
 
 # Fire history
 
 
+_PAGE_COLUMNS = (
+    Fire.id,
+    Fire.schedule_id,
+    Fire.scheduled_for,
+    Fire.fired_at,
+    Fire.trigger,
+    Fire.status,
+    Fire.task_id,
+    Fire.attempts,
+    Fire.last_error,
+    Fire.dispatched_at,
+    Fire.epoch,
+)
+
+
 async def list_fires(request: Request) -> Response:
+    """Return one page of fires, newest first; ``next_cursor`` fetches the next page.
+
+    Pages are keyed by (scheduled_for, id) and read from ``ix_fires_history``,
+    so a page deep in a long history costs as much as the first one.
+    """
     filters = _fire_filters(request)
     limit, _offset = _page(request)
+    after = _page_cursor(request.query_params.get("cursor"))
 
     def work(session: Session) -> dict[str, Any]:
         project = project_by_slug(session, request.path_params["slug"])
         principal(session, request).require("viewer", project)
         schedule = schedule_in(session, project, request.path_params["schedule_id"])
-        statement = select(Fire).where(Fire.schedule_id == schedule.id, *filters)
-        statement = statement.order_by(Fire.scheduled_for.desc(), Fire.id.desc()).limit(limit)
-        fires = [fire_document(fire) for fire in session.scalars(statement)]
-        total = session.scalar(select(func.count()).select_from(Fire).where(Fire.schedule_id == schedule.id, *filters))
-        return {"fires": fires, "total": total, "limit": limit}
+        statement = select(*_PAGE_COLUMNS).where(Fire.schedule_id == schedule.id, *filters)
+        if after is not None:
+            statement = statement.where(tuple_(Fire.scheduled_for, Fire.id) < tuple_(*after))
+        statement = statement.order_by(Fire.scheduled_for.desc(), Fire.id.desc()).limit(limit + 1)
+        rows = list(session.execute(statement))
+        more = len(rows) > limit
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1].scheduled_for, page[-1].id) if more and page else None
+        return {
+            "fires": [fire_document(row) for row in page],
+            "limit": limit,
+            "next_cursor": next_cursor,
+        }
 
     return JSONResponse(await brain_of(request).read(work))
+
+
+def _encode_cursor(scheduled_for: datetime, fire_id: str) -> str:
+    raw = f"{scheduled_for.isoformat()}|{fire_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_cursor(raw: str | None) -> tuple[datetime, str] | None:
+    if raw is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        stamp, _, fire_id = text.partition("|")
+        scheduled_for = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise ValidationError(
+            "cursor",
+            raw,
+            f"invalid cursor {raw!r}: pass the next_cursor of the previous page unchanged",
+        ) from error
+    if not fire_id or scheduled_for.tzinfo is None:
+        raise ValidationError(
+            "cursor",
+            raw,
+            f"invalid cursor {raw!r}: pass the next_cursor of the previous page unchanged",
+        )
+    return scheduled_for, fire_id
 
 
 def _fire_filters(request: Request) -> list[Any]:
@@ -257,9 +389,16 @@ def _fire_filters(request: Request) -> list[Any]:
     status = request.query_params.get("status")
     if status is not None:
         if status not in FIRE_STATUSES:
-            raise ValidationError("status", status, f"invalid status {status!r}: use one of {', '.join(FIRE_STATUSES)}")
+            raise ValidationError(
+                "status",
+                status,
+                f"invalid status {status!r}: use one of {', '.join(FIRE_STATUSES)}",
+            )
         filters.append(Fire.status == status)
-    for name, compare in (("since", Fire.scheduled_for.__ge__), ("until", Fire.scheduled_for.__lt__)):
+    for name, compare in (
+        ("since", Fire.scheduled_for.__ge__),
+        ("until", Fire.scheduled_for.__lt__),
+    ):
         raw = request.query_params.get(name)
         if raw is not None:
             filters.append(compare(_instant(name, raw)))
@@ -278,7 +417,9 @@ def _page(request: Request) -> tuple[int, int]:
     for name, default, top in (("limit", 100, MAX_PAGE), ("offset", 0, 10**9)):
         raw = request.query_params.get(name, str(default))
         if not raw.isdigit() or not 0 <= int(raw) <= top:
-            raise ValidationError(name, raw, f"invalid {name} {raw!r}: use a whole number from 0 to {top}")
+            raise ValidationError(
+                name, raw, f"invalid {name} {raw!r}: use a whole number from 0 to {top}"
+            )
         values.append(int(raw))
     return values[0], values[1]
 
@@ -291,6 +432,7 @@ ROUTES = [
     Route("/api/v1/projects/{slug}", get_project, methods=["GET"]),
     Route("/api/v1/projects/{slug}/schedules", list_schedules, methods=["GET"]),
     Route("/api/v1/projects/{slug}/schedules", create_schedule, methods=["POST"]),
+    Route("/api/v1/projects/{slug}/schedules:bulk", create_schedules_bulk, methods=["POST"]),
     Route(SCHEDULE, _schedule_action("viewer", _get), methods=["GET"]),
     Route(SCHEDULE, _schedule_action("operator", _update), methods=["PATCH"]),
     Route(SCHEDULE, _schedule_action("operator", _delete), methods=["DELETE"]),

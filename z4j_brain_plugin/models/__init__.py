@@ -23,7 +23,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from z4j_brain_plugin.models.engine import is_sqlite, make_engine, make_session_factory
+from z4j_brain_plugin.models.engine import (
+    bulk_insert,
+    is_sqlite,
+    json_rows,
+    make_engine,
+    make_session_factory,
+    reserve_ids,
+)
 from z4j_brain_plugin.models.types import UTCDateTime
 
 __all__ = [
@@ -34,9 +41,12 @@ __all__ = [
     "LeaderState",
     "Project",
     "Schedule",
+    "bulk_insert",
     "is_sqlite",
+    "json_rows",
     "make_engine",
     "make_session_factory",
+    "reserve_ids",
 ]
 
 ENGINES = ("celery", "rq", "dramatiq", "huey", "arq", "taskiq")
@@ -74,7 +84,9 @@ class Schedule(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     engine: Mapped[str] = mapped_column(String(16))
     # Named broker connection of the engine, from the brain's settings.
@@ -107,9 +119,14 @@ class Fire(Base):
         # ``slot`` repeats scheduled_for for schedule and catch-up fires and is
         # NULL for manual and replay fires, which therefore never collide.
         UniqueConstraint("schedule_id", "slot", name="uq_fires_schedule_slot"),
-        Index("ix_fires_history", "schedule_id", "scheduled_for"),
+        # Pages of history, newest first, walked by (scheduled_for, id) keys.
+        Index("ix_fires_history", "schedule_id", "scheduled_for", "id"),
+        Index("ix_fires_history_status", "schedule_id", "status", "scheduled_for", "id"),
+        # Each outbox lane claims the due fires of its own broker connection.
         Index(
-            "ix_fires_outbox",
+            "ix_fires_lane",
+            "engine",
+            "connection",
             "next_attempt_at",
             postgresql_where=text("status IN ('pending', 'failed')"),
             sqlite_where=text("status IN ('pending', 'failed')"),
@@ -125,6 +142,9 @@ class Fire(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     # What the dispatcher sends, copied from the schedule when the fire is recorded.
     payload: Mapped[dict[str, Any]]
+    # The payload's engine and broker connection, repeated as columns for the lane index.
+    engine: Mapped[str] = mapped_column(String(16), server_default="")
+    connection: Mapped[str] = mapped_column(String(64), server_default="default")
     task_id: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import (
+    Engine,
+    Table,
+    column,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +38,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
-            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}, **kwargs
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
+            **kwargs,
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
@@ -63,3 +79,60 @@ def make_session_factory(engine: Engine, *, write: bool = False) -> sessionmaker
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def reserve_ids(session: Session, table_name: str, count: int) -> list[int]:
+    """Return ``count`` new ids of ``table_name``'s integer primary key ``id``, in ascending order.
+
+    Bulk inserts take their ids here, so that rows can be written with a
+    plain executemany, without RETURNING, and in a known order. The caller
+    must hold the database's write lock on SQLite (a ``write=True`` session),
+    where the ids are the ones after the highest stored id.
+    """
+    if count <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        sequence = f"pg_get_serial_sequence('{table_name}', 'id')"
+        statement = text(f"SELECT nextval({sequence}) FROM generate_series(1, :count)")
+        return sorted(int(value) for value in session.scalars(statement, {"count": count}))
+    highest = session.scalar(select(func.max(column("id"))).select_from(table(table_name))) or 0
+    return list(range(highest + 1, highest + 1 + count))
+
+
+def bulk_insert(session: Session, target: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, each with every column of ``target``, in one statement.
+
+    On PostgreSQL the rows travel as one JSON document expanded by
+    ``json_to_recordset``: psycopg then neither parses a statement that grows
+    with the row count nor converts each parameter in Python. Elsewhere it
+    is an executemany.
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(target), rows)
+        return
+    session.execute(text(_insert_from_json_sql(target)), {"rows": json_rows(rows)})
+
+
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    """Encode rows for ``json_to_recordset``; instants become ISO 8601 strings with their offset."""
+    return json.dumps(rows, default=_iso_instant, separators=(",", ":"))
+
+
+def _iso_instant(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__} {value!r} as JSON")
+
+
+def _insert_from_json_sql(target: Table) -> str:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    names = ", ".join(column.name for column in target.columns)
+    types = ", ".join(
+        f"{column.name} {column.type.compile(dialect=dialect)}" for column in target.columns
+    )
+    return (
+        f"INSERT INTO {target.name} ({names}) SELECT {names} "
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({types})"
+    )
