@@ -99,7 +99,7 @@ def start_celery_worker(
         "--loglevel=INFO",
     ]
     env = {"Z4J_CELERY_BROKER_URL": broker_url}
-    with _run_worker("celery", command, env, output, log_path, CELERY_READY_MARKER) as worker:
+    with run_worker("celery", command, env, output, log_path, CELERY_READY_MARKER) as worker:
         yield worker
 
 
@@ -123,19 +123,28 @@ def start_huey_consumer(
         "--max-delay=0.5",
     ]
     env = {"Z4J_HUEY_URL": url}
-    with _run_worker("huey", command, env, output, log_path, HUEY_READY_MARKER) as worker:
+    with run_worker("huey", command, env, output, log_path, HUEY_READY_MARKER) as worker:
         yield worker
 
 
+StopFunction = Callable[["subprocess.Popen[bytes]"], None]
+
+
 @contextmanager
-def _run_worker(
+def run_worker(
     kind: str,
     command: Sequence[str],
     env: Mapping[str, str],
     output: Path,
     log_path: Path | None,
     ready_marker: str,
+    stop: StopFunction | None = None,
 ) -> Iterator[Worker]:
+    """Start ``command`` from the repository root and yield it once its log shows ``ready_marker``.
+
+    On exit ``stop`` ends the process; the default is SIGTERM, then SIGKILL
+    after a grace period.
+    """
     log_path = log_path or output.parent / f"{kind}-worker-{uuid.uuid4().hex[:8]}.log"
     worker_env = {**os.environ, **env, "Z4J_EXAMPLE_OUTPUT": str(output), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
@@ -152,7 +161,10 @@ def _run_worker(
         _wait_until_ready(worker, ready_marker, READY_TIMEOUT)
         yield worker
     finally:
-        stop_process(process, STOP_GRACE)
+        if stop is None:
+            stop_process(process, STOP_GRACE)
+        else:
+            stop(process)
 
 
 def _wait_until_ready(worker: Worker, marker: str, timeout: float) -> None:
@@ -177,6 +189,18 @@ def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the PIDs of the live child processes of ``pid``, read from Linux ``/proc``."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "children").read_text(encoding="ascii")
+        except OSError:
+            continue
+        children.extend(int(field) for field in text.split())
+    return children
 
 
 def read_runs(output: Path) -> list[Run]:

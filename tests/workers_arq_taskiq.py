@@ -13,12 +13,19 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.workers import POLL_INTERVAL, READY_TIMEOUT, REPO_ROOT, STOP_GRACE, Worker, stop_process
+from tests.workers import (
+    POLL_INTERVAL,
+    READY_TIMEOUT,
+    STOP_GRACE,
+    Worker,
+    child_pids,
+    run_worker,
+    stop_process,
+)
 
 # arq logs the Redis server's details once it has connected to the queue.
 ARQ_READY_MARKER = "redis_version="
@@ -32,8 +39,6 @@ TASKIQ_READY_MARKER = "Listening started."
 # this grace the worker processes are killed by PID.
 TASKIQ_STOP_GRACE = 3.0
 
-StopFunction = Callable[["subprocess.Popen[bytes]"], None]
-
 
 @contextmanager
 def start_arq_worker(url: str, output: Path, *, log_path: Path | None = None) -> Iterator[Worker]:
@@ -43,7 +48,7 @@ def start_arq_worker(url: str, output: Path, *, log_path: Path | None = None) ->
     """
     command = [sys.executable, "-m", "arq", "examples.arq_app.worker.WorkerSettings"]
     env = {"Z4J_ARQ_REDIS_URL": url}
-    with _run_worker("arq", command, env, output, log_path, ARQ_READY_MARKER, _stop_arq) as worker:
+    with run_worker("arq", command, env, output, log_path, ARQ_READY_MARKER, _stop_arq) as worker:
         yield worker
 
 
@@ -68,22 +73,10 @@ def start_taskiq_worker(
         "--shutdown-timeout=2",
     ]
     env = {"Z4J_TASKIQ_BROKER_URL": url}
-    with _run_worker(
+    with run_worker(
         "taskiq", command, env, output, log_path, TASKIQ_READY_MARKER, _stop_taskiq
     ) as worker:
         yield worker
-
-
-def child_pids(pid: int) -> list[int]:
-    """Return the PIDs of the live child processes of ``pid`` (Linux ``/proc``)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text(encoding="ascii")
-        except FileNotFoundError:
-            continue
-        children.extend(int(field) for field in text.split())
-    return children
 
 
 def wait_until(
@@ -94,47 +87,6 @@ def wait_until(
     while not condition():
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{description}: still false after {timeout} s")
-        time.sleep(POLL_INTERVAL)
-
-
-@contextmanager
-def _run_worker(
-    kind: str,
-    command: Sequence[str],
-    env: Mapping[str, str],
-    output: Path,
-    log_path: Path | None,
-    ready_marker: str,
-    stop: StopFunction,
-) -> Iterator[Worker]:
-    log_path = log_path or output.parent / f"{kind}-worker-{uuid.uuid4().hex[:8]}.log"
-    worker_env = {**os.environ, **env, "Z4J_EXAMPLE_OUTPUT": str(output), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=worker_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = Worker(kind, process, log_path, output)
-    try:
-        _wait_for_marker(worker, ready_marker)
-        yield worker
-    finally:
-        stop(process)
-
-
-def _wait_for_marker(worker: Worker, marker: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while marker not in worker.log_tail():
-        worker.check_alive()
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"{worker.kind} worker {worker.pid} not ready after {READY_TIMEOUT} s; log:\n"
-                f"{worker.log_tail()}"
-            )
         time.sleep(POLL_INTERVAL)
 
 

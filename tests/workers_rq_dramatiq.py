@@ -11,13 +11,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.workers import POLL_INTERVAL, READY_TIMEOUT, REPO_ROOT, STOP_GRACE, Worker, stop_process
+from tests.workers import (
+    STOP_GRACE,
+    Worker,
+    child_pids,
+    run_worker,
+    stop_process,
+)
 
 # RQ logs this once it has registered itself and is about to wait for jobs.
 RQ_READY_MARKER = "*** Listening on"
@@ -26,8 +31,6 @@ DRAMATIQ_READY_MARKER = "Worker process is ready for action."
 
 # Milliseconds a Dramatiq worker process waits for its threads on shutdown.
 DRAMATIQ_SHUTDOWN_TIMEOUT_MS = 5000
-
-StopFunction = Callable[["subprocess.Popen[bytes]"], None]
 
 
 @contextmanager
@@ -59,7 +62,7 @@ def start_rq_worker(
         "--path=.",
         *queues,
     ]
-    with _run_worker("rq", command, {}, output, log_path, RQ_READY_MARKER, _stop_rq) as worker:
+    with run_worker("rq", command, {}, output, log_path, RQ_READY_MARKER, _stop_rq) as worker:
         yield worker
 
 
@@ -88,7 +91,7 @@ def start_dramatiq_worker(
         *queues,
     ]
     env = {"Z4J_DRAMATIQ_BROKER_URL": broker_url, "Z4J_DRAMATIQ_QUEUES": ",".join(queues)}
-    with _run_worker(
+    with run_worker(
         "dramatiq", command, env, output, log_path, DRAMATIQ_READY_MARKER, _stop_with_children
     ) as worker:
         yield worker
@@ -112,18 +115,6 @@ def _stop_with_children(process: subprocess.Popen[bytes]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def child_pids(pid: int) -> list[int]:
-    """Return the PIDs of the direct children of ``pid``, read from ``/proc``."""
-    pids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text(encoding="ascii")
-        except OSError:
-            continue
-        pids.extend(int(child) for child in text.split())
-    return pids
-
-
 def _start_time(pid: int) -> int | None:
     """Return the start time of ``pid`` in clock ticks after boot, None when it has exited."""
     try:
@@ -133,44 +124,3 @@ def _start_time(pid: int) -> int | None:
     # Field 22 of /proc/PID/stat (proc(5)); the fields after the command
     # name in parentheses start at field 3.
     return int(stat.rpartition(")")[2].split()[19])
-
-
-@contextmanager
-def _run_worker(
-    kind: str,
-    command: Sequence[str],
-    env: Mapping[str, str],
-    output: Path,
-    log_path: Path | None,
-    ready_marker: str,
-    stop: StopFunction,
-) -> Iterator[Worker]:
-    log_path = log_path or output.parent / f"{kind}-worker-{uuid.uuid4().hex[:8]}.log"
-    worker_env = {**os.environ, **env, "Z4J_EXAMPLE_OUTPUT": str(output), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=worker_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = Worker(kind, process, log_path, output)
-    try:
-        _wait_until_ready(worker, ready_marker)
-        yield worker
-    finally:
-        stop(process)
-
-
-def _wait_until_ready(worker: Worker, marker: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while marker not in worker.log_tail():
-        worker.check_alive()
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"{worker.kind} worker {worker.pid} not ready after {READY_TIMEOUT} s; log:\n"
-                f"{worker.log_tail()}"
-            )
-        time.sleep(POLL_INTERVAL)
