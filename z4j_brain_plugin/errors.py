@@ -27,8 +27,8 @@ class ConfigurationError(BrainError, ValueError):
 class ValidationError(BrainError, ValueError):
     """Input from an edge (REST, CLI, declarative spec) is invalid.
 
-    ``field`` and ``value`` name the offending input. The REST API answers 422
-    with both; nothing is written.
+    ``field`` and ``value`` name the offending input. The REST API returns 422
+    with both, and nothing is written.
     """
 
     def __init__(self, field: str, value: object, message: str) -> None:
@@ -49,7 +49,7 @@ class AuthError(BrainError, PermissionError):
 class DispatchError(BrainError, RuntimeError):
     """An engine's broker did not accept a fire's message.
 
-    Raised by dispatchers. ``retryable`` tells the outbox whether to retry with
+    Raised by dispatchers. ``retryable`` decides whether the outbox should to retry with
     backoff (connection refused, timeout) or to mark the fire failed for a
     person to look at (unknown queue, payload the engine cannot encode).
     """

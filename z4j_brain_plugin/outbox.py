@@ -1,6 +1,6 @@
 """The fire outbox: hands recorded fires to their engines after commit.
 
-A fire is recorded ``pending`` in the transaction that accepts it; the outbox
+A fire is recorded ``pending`` in the transaction that accepts it. The outbox
 then dispatches it and records ``dispatched`` with the engine's task id, or
 ``failed`` with the error and the instant of the next attempt. Pending and
 retryable fires left by a crashed brain are found again by the same query at

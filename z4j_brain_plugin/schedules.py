@@ -1,9 +1,10 @@
 """Create, edit, enable, disable, delete and run schedules.
 
 Every input is validated with the scheduler's semantics layer before anything
-is written; an invalid one raises ValidationError naming the field and the
-value. Each change bumps the schedule's revision, so a leader that planned
-against the old definition is told to re-plan, and is written to the audit log.
+is written, and an invalid one raises ValidationError naming the field and
+the value. Each change is written to the audit log and bumps the schedule's
+revision, so the brain rejects a fire planned against the old definition and
+the leader re-plans.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class ScheduleError(Z4JSchedulerError, ValueError):
 
     Raised by the semantics layer when parsing a kind, expression, time zone,
     anchor or policy. ``field`` names the offending input, ``value`` is what was
-    given, and the message says what is allowed. Callers show the message to
+    given, and the message states what is allowed. Callers show the message to
     the user and store nothing.
     """
 
@@ -41,7 +41,7 @@ class FrameError(Z4JSchedulerError, PermissionError):
 
 
 class BrainUnavailableError(Z4JSchedulerError, ConnectionError):
-    """The brain's gRPC endpoint could not be reached or did not answer in time.
+    """The brain's gRPC endpoint could not be reached or did not respond in time.
 
     Raised by the scheduler's client; the tick keeps the cursor where it was
     and retries, so no slot is lost.

@@ -115,7 +115,7 @@ class _RepeatLog:
 
 
 class Scheduler:
-    """Fires due slots while this instance holds the leader gate."""
+    """Fires due slots while this instance has the leader gate."""
 
     def __init__(
         self,

@@ -183,7 +183,10 @@ def _check_readable(settings: SchedulerSettings) -> None:
 
 
 def _client(settings: SchedulerSettings) -> BrainClient:
-    assert settings.tls_ca and settings.tls_cert and settings.tls_key and settings.secret
+    assert settings.tls_ca is not None
+    assert settings.tls_cert is not None
+    assert settings.tls_key is not None
+    assert settings.secret is not None
     return BrainClient(
         settings.brain_grpc_target,
         ca_cert=settings.tls_ca,

@@ -26,7 +26,7 @@ class SchedulerSettings(BaseSettings):
 
     # Seconds a slot may be late and still fire on time; older slots are missed.
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
-    # Longest sleep between two reads of the schedules table, in seconds; an
+    # Maximum sleep between two reads of the schedules table, in seconds. An
     # edit, a disable or a new schedule is seen within this time.
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     # Schedules read per tick at most; a larger backlog drains over several ticks.

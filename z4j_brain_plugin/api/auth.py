@@ -19,7 +19,7 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as: the token's name, role and project (None: every project)."""
+    """The identity a request acts as: the token's name, role and project (None: every project)."""
 
     name: str
     role: str

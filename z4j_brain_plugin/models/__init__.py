@@ -140,7 +140,7 @@ class Fire(Base):
     fired_at: Mapped[datetime]
     trigger: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    # What the dispatcher sends, copied from the schedule when the fire is recorded.
+    # The dispatcher's payload, copied from the schedule when the fire is recorded.
     payload: Mapped[dict[str, Any]]
     # The payload's engine and broker connection, repeated as columns for the lane index.
     engine: Mapped[str] = mapped_column(String(16), server_default="")

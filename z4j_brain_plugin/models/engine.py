@@ -62,8 +62,8 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def _begin_sqlite(connection: Any) -> None:
     # A deferred transaction that reads and then writes fails at once with
-    # SQLITE_BUSY when the other process wrote in between; writers take the
-    # lock up front instead and wait for it within the busy timeout.
+    # SQLITE_BUSY when the other process wrote in between. Writers therefore
+    # take the lock up front and wait for it within the busy timeout.
     immediate = connection.get_execution_options().get(WRITE_OPTION, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

@@ -2,7 +2,7 @@
 
 Wall times are integer "wall seconds": seconds since 1970-01-01T00:00 on a
 clock that ignores offsets, so day and time of day are a divmod by 86400.
-The matcher knows nothing of zones; cron.py maps wall seconds to instants.
+The matcher has no notion of zones, because cron.py maps wall seconds to instants.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Trigger(enum.StrEnum):
 
 
 class FireOutcome(enum.StrEnum):
-    """What the brain did with one requested fire."""
+    """The brain's outcome for one requested fire."""
 
     ACCEPTED = "accepted"  # recorded now
     DUPLICATE = "duplicate"  # the slot was already recorded; the first result is returned
@@ -75,7 +75,7 @@ class AdvanceResult:
 
 @dataclass(frozen=True, slots=True)
 class FireBatchResult:
-    """The brain's answer to one frame."""
+    """The brain's reply to one frame."""
 
     fires: tuple[FireResult, ...]
     advances: tuple[AdvanceResult, ...]
@@ -90,9 +90,9 @@ _FIRE_ID_NAMESPACE = uuid.UUID("5b0d1f0e-3c55-4c1e-9a43-0e6f4a7f2f10")
 def slot_fire_id(schedule_id: int, scheduled_for: datetime) -> str:
     """Return the deterministic fire id of a schedule's slot.
 
-    Schedule and catch-up fires of one slot share an id, so whoever asks twice
-    for the same slot gets the same id and the brain's unique key sees a
-    duplicate.
+    Schedule and catch-up fires of one slot share an id, so two requests for
+    the same slot carry the same id and the brain's unique key rejects the
+    second as a duplicate.
     """
     stamp = scheduled_for.isoformat(timespec="microseconds")
     return str(uuid.uuid5(_FIRE_ID_NAMESPACE, f"{schedule_id}/{stamp}"))
