@@ -34,8 +34,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:
-    """Return p50, p99 and max of values given in seconds, in milliseconds."""
+    """Return min, p50, p99 and max of values given in seconds, in milliseconds.
+
+    The minimum shows whether any message reached the broker before its slot.
+    """
     return {
+        "min_ms": round(min(values) * 1000, 2),
         "p50_ms": round(percentile(values, 0.50) * 1000, 2),
         "p99_ms": round(percentile(values, 0.99) * 1000, 2),
         "max_ms": round(max(values) * 1000, 2),

@@ -100,10 +100,13 @@ def _lateness(value: dict[str, Any], _results: dict[str, Any]) -> Row:
     broker = value["broker"] or {}
     dispatched = value["dispatched_at"] or {}
     measured = (
-        f"on broker p50 {broker.get('p50_ms')} / p99 {broker.get('p99_ms')} ms "
-        f"(dispatched_at p99 {dispatched.get('p99_ms')} ms), {value['messages']}/{value['schedules']} fires"
+        f"on broker min {broker.get('min_ms')} / p50 {broker.get('p50_ms')} /"
+        f" p99 {broker.get('p99_ms')} ms (dispatched_at p99 {dispatched.get('p99_ms')} ms),"
+        f" {value['messages']}/{value['schedules']} fires"
     )
-    met = bool(broker) and value["complete"] and broker["p99_ms"] <= 10.0
+    # A message on the broker before its slot is a defect, not a good figure.
+    early = broker.get("min_ms", 0.0) < 0
+    met = bool(broker) and value["complete"] and not early and broker["p99_ms"] <= 10.0
     return Row(
         f"lateness, {value['schedules']:,} schedules over {value['period_s']} s",
         measured,

@@ -134,13 +134,10 @@ def _one_line(error: Exception) -> str:
 
 
 def _serve(settings: BrainSettings, _args: argparse.Namespace) -> int:
-    import uvicorn
-
     from z4j_brain_plugin.api import create_app
+    from z4j_brain_plugin.http_server import serve_http
 
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None
-    )
+    serve_http(create_app(settings), settings.http_host, settings.http_port)
     return 0
 
 

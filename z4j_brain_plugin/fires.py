@@ -15,7 +15,7 @@ frame carries thousands of fires.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,8 +24,10 @@ import anyio.to_thread
 from sqlalchemy import BigInteger, String, Table, any_, bindparam, select, text, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
+from z4j_brain_plugin.dispatchers.base import DispatchRequest
 from z4j_brain_plugin.models import Fire, LeaderState, Schedule, json_rows
 from z4j_scheduler.wire.messages import (
     AdvanceResult,
@@ -60,13 +62,54 @@ def fire_payload(schedule: Schedule | LockedSchedule) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class PendingFire:
+    """A recorded fire as an outbox lane sends it, with what it needs to record the outcome."""
+
+    fire_id: str
+    engine: str
+    connection: str
+    scheduled_for: datetime
+    attempts: int
+    request: DispatchRequest
+    # When the fire may be sent: its slot for a fire recorded ahead of it,
+    # or the time of its next attempt.
+    due_at: datetime
+
+
+def pending_fire(row: Mapping[str, Any] | RowMapping) -> PendingFire:
+    """Build the fire of a ``schedule_fires`` row given by column name.
+
+    The fire recorder calls it on the row it inserts and the outbox on the
+    row it claims, so both build the same request from the stored payload.
+    """
+    payload = row["payload"]
+    request = DispatchRequest(
+        fire_id=row["id"],
+        schedule_id=row["schedule_id"],
+        task_name=payload["task_name"],
+        args=tuple(payload.get("args", ())),
+        kwargs=dict(payload.get("kwargs", {})),
+        queue=payload.get("queue"),
+    )
+    return PendingFire(
+        row["id"],
+        row["engine"],
+        row["connection"],
+        row["scheduled_for"],
+        row["attempts"],
+        request,
+        row["next_attempt_at"],
+    )
+
+
 class FireRecorder:
-    """The brain's handler of fire frames; ``on_recorded`` receives the new fire ids."""
+    """The brain's handler of fire frames; ``on_recorded`` receives the new fires after commit."""
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        on_recorded: Callable[[list[str]], None],
+        on_recorded: Callable[[list[PendingFire]], None],
         clock: Clock = utc_now,
     ) -> None:
         self._sessions = sessions
@@ -76,15 +119,22 @@ class FireRecorder:
     async def __call__(
         self, epoch: int, fires: Sequence[FireRequest], advances: Sequence[CursorAdvance]
     ) -> FireBatchResult:
-        result, inserted = await anyio.to_thread.run_sync(self.record, epoch, fires, advances)
-        if inserted:
-            self._on_recorded(inserted)
+        result, recorded = await anyio.to_thread.run_sync(self.record_fires, epoch, fires, advances)
+        if recorded:
+            self._on_recorded(recorded)
         return result
 
     def record(
         self, epoch: int, fires: Sequence[FireRequest], advances: Sequence[CursorAdvance]
     ) -> tuple[FireBatchResult, list[str]]:
         """Write one frame in one transaction; return the result and the ids of new fires."""
+        result, recorded = self.record_fires(epoch, fires, advances)
+        return result, [fire.fire_id for fire in recorded]
+
+    def record_fires(
+        self, epoch: int, fires: Sequence[FireRequest], advances: Sequence[CursorAdvance]
+    ) -> tuple[FireBatchResult, list[PendingFire]]:
+        """Write one frame in one transaction; return the result and the new fires, committed."""
         with self._sessions.begin() as session:
             current = _locked_epoch(session)
             if epoch < current:
@@ -142,13 +192,16 @@ class _FrameWriter:
         self.schedules = schedules
         self.epoch = epoch
         self.now = now
-        self.inserted: list[str] = []
+        self.inserted: list[PendingFire] = []
 
     def write_fires(self, fires: Sequence[FireRequest]) -> tuple[FireResult, ...]:
         rejections = {fire.fire_id: self._rejection(fire) for fire in fires}
         accepted = [fire for fire in fires if rejections[fire.fire_id] is None]
-        inserted = set(self._insert(accepted))
-        self.inserted.extend(fire.fire_id for fire in accepted if fire.fire_id in inserted)
+        rows = {fire.fire_id: self._row(fire) for fire in accepted}
+        inserted = set(self._insert(list(rows.values())))
+        self.inserted.extend(
+            pending_fire(row) for fire_id, row in rows.items() if fire_id in inserted
+        )
         statuses = self._existing_statuses(
             [f.fire_id for f in accepted if f.fire_id not in inserted]
         )
@@ -199,10 +252,9 @@ class _FrameWriter:
             return FireResult(fire.fire_id, FireOutcome.DISABLED, "")
         return None
 
-    def _insert(self, fires: list[FireRequest]) -> list[str]:
-        if not fires:
+    def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
+        if not rows:
             return []
-        rows = [self._row(fire) for fire in fires]
         if _is_postgres(self.session):
             return list(self.session.scalars(_INSERT_FIRES_FROM_JSON, {"rows": json_rows(rows)}))
         statement = sqlite.insert(FIRES).on_conflict_do_nothing().returning(FIRES.c.id)
@@ -215,7 +267,8 @@ class _FrameWriter:
             "schedule_id": fire.schedule_id,
             "scheduled_for": fire.scheduled_for,
             "slot": fire.scheduled_for if fire.trigger in _SLOT_TRIGGERS else None,
-            "fired_at": self.now,
+            # The moment the fire is released: its slot when recorded ahead of it.
+            "fired_at": max(self.now, fire.scheduled_for),
             "trigger": fire.trigger.value,
             "status": "pending",
             "payload": fire_payload(schedule),
@@ -224,7 +277,8 @@ class _FrameWriter:
             "task_id": None,
             "attempts": 0,
             "last_error": None,
-            "next_attempt_at": self.now,
+            # A fire recorded ahead of its slot waits in the outbox until then.
+            "next_attempt_at": max(self.now, fire.scheduled_for),
             "dispatched_at": None,
             "epoch": self.epoch,
         }
@@ -317,10 +371,11 @@ _INSERT_FIRES_FROM_JSON = text(
         engine, connection, attempts, next_attempt_at, epoch
     )
     SELECT f.id, f.schedule_id, f.scheduled_for, f.slot, f.fired_at, f.trigger, 'pending',
-           f.payload, f.engine, f.connection, 0, f.fired_at, f.epoch
+           f.payload, f.engine, f.connection, 0, f.next_attempt_at, f.epoch
     FROM json_to_recordset(CAST(:rows AS json)) AS f(
         id text, schedule_id bigint, scheduled_for timestamptz, slot timestamptz,
-        fired_at timestamptz, trigger text, payload json, engine text, connection text, epoch bigint
+        fired_at timestamptz, trigger text, payload json, engine text, connection text,
+        next_attempt_at timestamptz, epoch bigint
     )
     ON CONFLICT DO NOTHING
     RETURNING id

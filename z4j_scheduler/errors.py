@@ -2,7 +2,7 @@
 
 Z4JSchedulerError
 ├── ScheduleError (ValueError)        invalid schedule definition
-├── FrameError (PermissionError)      a gRPC frame or client was rejected (HMAC, replay, version, CN)
+├── FrameError (PermissionError)      a rejected gRPC frame or client (HMAC, replay, version, CN)
 ├── BrainUnavailableError (ConnectionError)
 └── LeadershipError (RuntimeError)    another instance holds the scheduler lock
 """

@@ -173,7 +173,10 @@ def lock_engine(engine: Engine, application_name: str = "z4j-scheduler leader lo
     a broken one is replaced by a new connection.
     """
     connect_args = {**LOCK_CONNECT_ARGS, "application_name": application_name}
-    return create_engine(engine.url, poolclass=NullPool, connect_args=connect_args)
+    # Autocommit: a check before a frame is one round trip, without BEGIN and COMMIT.
+    return create_engine(
+        engine.url, poolclass=NullPool, connect_args=connect_args, isolation_level="AUTOCOMMIT"
+    )
 
 
 class PostgresAdvisoryGate:
@@ -236,8 +239,7 @@ class PostgresAdvisoryGate:
         if self._connection is None or self._lock_pid is None:
             return False
         try:
-            with self._connection.begin():
-                pid = int(self._connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+            pid = int(self._connection.scalar(text("SELECT pg_backend_pid()")) or 0)
         except SQLAlchemyError as error:
             logger.warning("lost the leader lock connection (%s); stepping down", _one_line(error))
             self._drop()
@@ -255,10 +257,7 @@ class PostgresAdvisoryGate:
             return
         if self._lock_pid is not None:
             try:
-                with self._connection.begin():
-                    self._connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
-                    )
+                self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
             except SQLAlchemyError as error:
                 logger.warning(
                     "could not unlock the leader lock (%s); the server frees it with the "
@@ -269,7 +268,25 @@ class PostgresAdvisoryGate:
 
     def _open(self) -> Connection:
         if self._connection is None:
-            self._connection = self.engine.connect()
+            connection = self.engine.connect()
+            try:
+                # Session-level timeouts: every statement on this connection
+                # is a lock attempt, a lock check or an unlock.
+                connection.execute(
+                    text(
+                        "SELECT set_config('lock_timeout', :lock, false),"
+                        " set_config('statement_timeout', :statement, false)"
+                    ),
+                    {
+                        "lock": f"{int(self.wait * 1000)}ms",
+                        "statement": f"{int(STATEMENT_TIMEOUT * 1000)}ms",
+                    },
+                )
+            except BaseException:
+                connection.invalidate()
+                connection.close()
+                raise
+            self._connection = connection
         return self._connection
 
     def _wait_for_lock(self, connection: Connection) -> int:
@@ -277,36 +294,24 @@ class PostgresAdvisoryGate:
 
         Raises DBAPIError with SQLSTATE 55P03 when ``wait`` seconds pass first.
         """
-        # set_config(..., true) keeps the timeouts to this transaction; the
-        # advisory lock itself is session-level and outlives the commit.
-        with connection.begin():
-            connection.execute(
-                text("SELECT set_config('lock_timeout', :timeout, true)"),
-                {"timeout": f"{int(self.wait * 1000)}ms"},
-            )
-            connection.execute(
-                text("SELECT set_config('statement_timeout', :timeout, true)"),
-                {"timeout": f"{int(STATEMENT_TIMEOUT * 1000)}ms"},
-            )
-            row = connection.execute(
-                text("SELECT pg_advisory_lock(:key), pg_backend_pid()"), {"key": self.key}
-            ).one()
+        row = connection.execute(
+            text("SELECT pg_advisory_lock(:key), pg_backend_pid()"), {"key": self.key}
+        ).one()
         return int(row[1])
 
     def _probe_session(self, connection: Connection, lock_pid: int) -> SessionProbe:
         # A bigint advisory key shows in pg_locks as classid (high 32 bits),
         # objid (low 32 bits) and objsubid 1.
         high, low = divmod(self.key, 1 << 32)
-        with connection.begin():
-            row = connection.execute(
-                text(
-                    "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks"
-                    " WHERE locktype = 'advisory'"
-                    " AND pid = pg_backend_pid() AND granted AND classid = :high AND objid = :low"
-                    " AND objsubid = 1)"
-                ),
-                {"high": high, "low": low},
-            ).one()
+        row = connection.execute(
+            text(
+                "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks"
+                " WHERE locktype = 'advisory'"
+                " AND pid = pg_backend_pid() AND granted AND classid = :high AND objid = :low"
+                " AND objsubid = 1)"
+            ),
+            {"high": high, "low": low},
+        ).one()
         return SessionProbe(lock_pid, int(row[0]), bool(row[1]))
 
     def _reject_session(self, problem: str) -> None:
@@ -321,10 +326,9 @@ class PostgresAdvisoryGate:
         assert self._connection is not None
         for _ in range(attempts):
             try:
-                with self._connection.begin():
-                    unlocked = self._connection.scalar(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
-                    )
+                unlocked = self._connection.scalar(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
+                )
             except SQLAlchemyError:
                 return
             if unlocked:

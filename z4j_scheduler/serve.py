@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from z4j_brain_plugin.models import make_engine, make_session_factory
 from z4j_scheduler.brain_client import BrainClient
+from z4j_scheduler.changes import ChangeListener
 from z4j_scheduler.errors import BrainUnavailableError, FrameError, LeadershipError
 from z4j_scheduler.health import HealthApp, HealthServer, HttpBindError, LeaderView, bind_socket
 from z4j_scheduler.leader import LeaderGate, SessionLockError, SqliteFileGate, gate_for
@@ -92,12 +93,16 @@ async def serve(settings: SchedulerSettings) -> int:
     _check_readable(settings)
     client = _client(settings)
     scheduler = _scheduler(settings, engine, gate, client)
+    listener = None
+    if engine.dialect.name == "postgresql":
+        listener = ChangeListener(engine, scheduler.notify_change)
+        scheduler.listening = lambda: listener.listening
     health = _health_server(settings, scheduler, engine)
     logger.info(
         "scheduler %s starting against %s", scheduler.instance_id, settings.brain_grpc_target
     )
     try:
-        await _run(settings, scheduler, client, health)
+        await _run(settings, scheduler, client, health, listener)
     finally:
         with anyio.CancelScope(shield=True):
             await client.close()
@@ -111,10 +116,13 @@ async def _run(
     scheduler: Scheduler,
     client: BrainClient,
     health: HealthServer | None,
+    listener: ChangeListener | None,
 ) -> None:
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, stop)
+        if listener is not None:
+            group.start_soon(listener.run)
         if settings.parent_pid is not None:
             group.start_soon(_stop_when_orphaned, settings.parent_pid, stop)
         if health is not None:
@@ -138,6 +146,9 @@ def _scheduler(
         client,
         grace=timedelta(seconds=settings.misfire_grace_seconds),
         poll_interval=settings.poll_interval,
+        listen_poll_interval=settings.listen_poll_interval,
+        lookahead=settings.lookahead,
+        send_ahead=settings.send_ahead,
         batch_size=settings.batch_size,
         frame_size=settings.frame_size,
         instance_id=settings.instance_id or f"{socket.gethostname()}:{os.getpid()}",

@@ -26,9 +26,23 @@ class SchedulerSettings(BaseSettings):
 
     # Seconds a slot may be late and still fire on time; older slots are missed.
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
-    # Maximum sleep between two reads of the schedules table, in seconds. An
-    # edit, a disable or a new schedule is seen within this time.
+    # Maximum sleep between two reads of the schedules table, in seconds,
+    # while no change notifications arrive (SQLite, or PostgreSQL while the
+    # listen connection is down). An edit, a disable or a new schedule is
+    # seen within this time.
     poll_interval: float = Field(default=1.0, gt=0, le=60)
+    # The same while PostgreSQL notifies the leader of every schedule change
+    # (LISTEN), which makes it re-read at once; polling is then a fallback.
+    listen_poll_interval: float = Field(default=30.0, gt=0, le=3600)
+    # Seconds ahead the leader reads and plans slots; each is then sent from
+    # memory at its instant. 0 reads only what is due.
+    lookahead: float = Field(default=1.0, ge=0, le=60)
+    # Seconds before its instant a slot may be sent to the brain, which
+    # records it and hands it to the broker at the instant; a slot with more
+    # fires than one frame adds this much per further frame. An edit, disable
+    # or delete in that last moment applies from the next slot. 0 sends each
+    # slot at its instant.
+    send_ahead: float = Field(default=0.1, ge=0, le=5)
     # Schedules read per tick at most; a larger backlog drains over several ticks.
     batch_size: int = Field(default=5000, ge=1)
     # Fires per frame sent to the brain.

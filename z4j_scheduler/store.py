@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from z4j_brain_plugin.models import LeaderState, Schedule
@@ -54,14 +54,26 @@ _DUE_COLUMNS = (
 )
 
 
-def read_due(session: Session, now: datetime, limit: int) -> list[DueRow]:
-    """Return enabled schedules whose cursor is at or before ``now``, oldest first."""
-    statement = (
-        select(*_DUE_COLUMNS)
-        .where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
-        .order_by(Schedule.next_run_at)
-        .limit(limit)
+def read_due(
+    session: Session, until: datetime, limit: int, after: tuple[datetime, int] | None = None
+) -> list[DueRow]:
+    """Return enabled schedules whose cursor is at or before ``until``, by cursor and id.
+
+    ``after`` is the (cursor, id) of the last row of a previous page; only
+    rows after it are returned.
+    """
+    statement = select(*_DUE_COLUMNS).where(
+        Schedule.enabled.is_(True), Schedule.next_run_at <= until
     )
+    if after is not None:
+        cursor, schedule_id = after
+        statement = statement.where(
+            or_(
+                Schedule.next_run_at > cursor,
+                (Schedule.next_run_at == cursor) & (Schedule.id > schedule_id),
+            )
+        )
+    statement = statement.order_by(Schedule.next_run_at, Schedule.id).limit(limit)
     return [_due_row(row) for row in session.execute(statement)]
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from z4j_brain_plugin.fires import FireRecorder
+from z4j_brain_plugin.dispatchers.base import DispatchRequest
+from z4j_brain_plugin.fires import FireRecorder, PendingFire, pending_fire
 from z4j_brain_plugin.models import Fire, LeaderState, Project, Schedule, make_session_factory
 from z4j_scheduler.wire.messages import (
     CursorAdvance,
@@ -69,8 +70,8 @@ def set_epoch(engine: Engine, epoch: int) -> None:
 
 
 @pytest.fixture
-def recorder(engine: Engine) -> tuple[FireRecorder, list[list[str]]]:
-    recorded: list[list[str]] = []
+def recorder(engine: Engine) -> tuple[FireRecorder, list[list[PendingFire]]]:
+    recorded: list[list[PendingFire]] = []
     return FireRecorder(
         make_session_factory(engine, write=True), recorded.append, clock=lambda: NOW
     ), recorded
@@ -89,7 +90,7 @@ def fire_count(engine: Engine) -> int:
 
 
 def test_accepted_fire_records_row_and_advances_cursor(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
@@ -115,7 +116,7 @@ def test_accepted_fire_records_row_and_advances_cursor(
 
 
 def test_second_request_for_slot_is_duplicate(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
@@ -137,7 +138,7 @@ def test_second_request_for_slot_is_duplicate(
 
 
 def test_stale_epoch_writes_nothing(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
@@ -150,7 +151,7 @@ def test_stale_epoch_writes_nothing(
 
 
 def test_stale_revision_returns_live_row(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, revision=3)
@@ -162,7 +163,7 @@ def test_stale_revision_returns_live_row(
 
 
 def test_disabled_schedule_does_not_fire(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, enabled=False)
@@ -172,7 +173,7 @@ def test_disabled_schedule_does_not_fire(
 
 
 def test_deleted_schedule_is_not_found(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     result, _ = handler.record(0, [request(987654)], [])
@@ -180,7 +181,7 @@ def test_deleted_schedule_is_not_found(
 
 
 def test_one_shot_without_next_cursor_is_disabled(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, kind="one_shot", expression=SLOT.isoformat())
@@ -194,7 +195,7 @@ def test_one_shot_without_next_cursor_is_disabled(
 
 
 def test_cursor_moves_forward_only(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
@@ -206,7 +207,7 @@ def test_cursor_moves_forward_only(
 
 
 def test_advance_with_stale_revision_is_not_applied(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine, revision=2)
@@ -217,7 +218,7 @@ def test_advance_with_stale_revision_is_not_applied(
 
 
 def test_batch_of_many_slots_is_one_transaction(
-    engine: Engine, recorder: tuple[FireRecorder, list[list[str]]]
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
 ) -> None:
     handler, _ = recorder
     schedule_id = add_schedule(engine)
@@ -229,3 +230,64 @@ def test_batch_of_many_slots_is_one_transaction(
     assert len(inserted) == 500
     assert fire_count(engine) == 500
     assert load(engine, schedule_id).next_run_at == final
+
+
+def test_new_fire_carries_request_from_payload(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
+) -> None:
+    handler, _ = recorder
+    schedule_id = add_schedule(engine)
+    fire_id = slot_fire_id(schedule_id, SLOT)
+
+    _, [fire] = handler.record_fires(0, [request(schedule_id)], [])
+
+    assert fire.fire_id == fire_id
+    assert (fire.engine, fire.connection) == ("celery", "default")
+    assert fire.scheduled_for == SLOT
+    assert fire.attempts == 0
+    assert fire.request == DispatchRequest(fire_id, schedule_id, "t", (1,), {"a": 2}, "q")
+
+
+def test_new_fire_equals_fire_read_from_row(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
+) -> None:
+    handler, _ = recorder
+    schedule_id = add_schedule(engine)
+
+    _, [fire] = handler.record_fires(0, [request(schedule_id)], [])
+
+    with engine.connect() as db:
+        row = db.execute(select(Fire.__table__).where(Fire.__table__.c.id == fire.fire_id))
+        assert pending_fire(row.mappings().one()) == fire
+
+
+@pytest.mark.anyio
+async def test_handler_passes_only_new_fires_on(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
+) -> None:
+    handler, recorded = recorder
+    schedule_id = add_schedule(engine)
+    first = request(schedule_id)
+    second = request(schedule_id, SLOT + timedelta(minutes=1), cursor=SLOT + timedelta(minutes=2))
+
+    await handler(0, [first], [])
+    result = await handler(0, [first, second], [])
+
+    assert [fire.outcome for fire in result.fires] == [FireOutcome.DUPLICATE, FireOutcome.ACCEPTED]
+    assert [[fire.fire_id for fire in batch] for batch in recorded] == [
+        [first.fire_id],
+        [second.fire_id],
+    ]
+
+
+@pytest.mark.anyio
+async def test_handler_skips_callback_without_new_fires(
+    engine: Engine, recorder: tuple[FireRecorder, list[list[PendingFire]]]
+) -> None:
+    handler, recorded = recorder
+    schedule_id = add_schedule(engine)
+
+    result = await handler(0, [], [CursorAdvance(schedule_id, 1, SLOT + timedelta(hours=1), 0)])
+
+    assert result.advances[0].applied
+    assert recorded == []

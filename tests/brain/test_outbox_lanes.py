@@ -13,21 +13,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import redis
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select
 
 from tests.dispatchers.support import closed_port
-from z4j_brain_plugin.dispatchers.base import Dispatcher
+from z4j_brain_plugin.dispatchers.base import Dispatcher, DispatchRequest
 from z4j_brain_plugin.dispatchers.celery import CeleryDispatcher
+from z4j_brain_plugin.fires import FireRecorder, PendingFire
 from z4j_brain_plugin.migrate import upgrade
 from z4j_brain_plugin.models import Fire, Project, Schedule, make_engine, make_session_factory
-from z4j_brain_plugin.outbox import Outbox, RetryPolicy
+from z4j_brain_plugin.outbox import Lane, Outbox, RetryPolicy
+from z4j_scheduler.wire.messages import FireRequest, Trigger, slot_fire_id
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -36,7 +39,7 @@ DEADLINE = 30.0
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def add_schedule(engine: Engine, connection: str) -> int:
+def add_schedule(engine: Engine, connection: str, queue: str | None = None) -> int:
     with make_session_factory(engine, write=True).begin() as session:
         project = session.scalar(select(Project).where(Project.slug == "lanes"))
         if project is None:
@@ -54,7 +57,7 @@ def add_schedule(engine: Engine, connection: str) -> int:
             task_name="lanes.task",
             args=[],
             kwargs={},
-            queue=None,
+            queue=queue,
             catch_up="skip",
             enabled=True,
             source="api",
@@ -351,4 +354,322 @@ async def test_lane_survives_database_errors(tmp_path: Path, queue: str) -> None
         healthy.close()
         engine.dispose()
     assert lane.database_failures == 0
+    assert queue_length(HEALTHY_URL, queue) == 1
+
+
+def slot_requests(schedule_id: int, count: int) -> list[FireRequest]:
+    """Return a leader's requests for ``count`` consecutive one-second slots, all due by now."""
+    start = datetime.now(UTC) - timedelta(seconds=count)
+    slots = [start + timedelta(seconds=index) for index in range(count)]
+    return [
+        FireRequest(
+            slot_fire_id(schedule_id, slot),
+            schedule_id,
+            slot,
+            Trigger.SCHEDULE,
+            1,
+            slot + timedelta(seconds=1),
+        )
+        for slot in slots
+    ]
+
+
+def first_pass_done(lane: Lane) -> Callable[[], bool]:
+    # The start-up pass claims and then counts failed fires, which clears retry_at.
+    return lambda: not lane.claim_needed and lane.retry_at is None
+
+
+@contextmanager
+def counted_fire_selects(engine: Engine) -> Iterator[list[str]]:
+    """Collect every SELECT on schedule_fires that ``engine`` runs inside the block."""
+    statements: list[str] = []
+
+    def collect(
+        connection: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "schedule_fires" in statement:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", collect)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", collect)
+
+
+@pytest.fixture
+def probe(database_url: str) -> Iterator[Engine]:
+    """A second engine on the test database, so the test's reads are not counted as the outbox's."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class Recording:
+    """An outbox with one lane on the healthy Redis, fed by a fire recorder."""
+
+    outbox: Outbox
+    recorder: FireRecorder
+    lane: Lane
+
+
+@pytest.fixture
+def recording(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recording]:
+    # No sweep during the test, so only the path under test can send a fire.
+    monkeypatch.setattr("z4j_brain_plugin.outbox.IDLE_WAIT", 3600.0)
+    healthy = CeleryDispatcher(HEALTHY_URL)
+    outbox = make_outbox(engine, {("celery", "default"): healthy})
+    recorder = FireRecorder(make_session_factory(engine, write=True), outbox.wake)
+    try:
+        yield Recording(outbox, recorder, outbox.lanes[0])
+    finally:
+        healthy.close()
+
+
+async def test_recorded_fire_reaches_broker_without_claim(
+    recording: Recording, engine: Engine, probe: Engine, queue: str
+) -> None:
+    outbox, recorder, lane = recording.outbox, recording.recorder, recording.lane
+    [request] = slot_requests(add_schedule(engine, "default", queue), 1)
+    async with running(outbox):
+        await wait_for(first_pass_done(lane), "the start-up pass")
+        with counted_fire_selects(engine) as selects:
+            result = await recorder(0, [request], [])
+            await wait_for(status_is(probe, request.fire_id, "dispatched"), "the recorded fire")
+    assert result.fires[0].status == "pending"
+    assert selects == []
+    assert lane.passes == 1
+    assert fire_row(probe, request.fire_id).task_id == request.fire_id
+    assert queue_length(HEALTHY_URL, queue) == 1
+
+
+async def test_memory_and_claim_send_each_fire_once(
+    recording: Recording, engine: Engine, probe: Engine, queue: str
+) -> None:
+    outbox, recorder, lane = recording.outbox, recording.recorder, recording.lane
+    requests = slot_requests(add_schedule(engine, "default", queue), 9)
+    together, late, last = requests[:4], requests[4:8], requests[8:]
+    async with running(outbox):
+        await wait_for(first_pass_done(lane), "the start-up pass")
+
+        # Recorded without a hand-off, so a claim and the in-memory copies arrive together.
+        _, recorded = recorder.record_fires(0, together, [])
+        outbox.wake()
+        outbox.wake(recorded)
+        for fire in recorded:
+            await wait_for(status_is(probe, fire.fire_id, "dispatched"), fire.fire_id)
+
+        # The in-memory copies arrive only after a claim has sent the fires.
+        _, recorded = recorder.record_fires(0, late, [])
+        outbox.wake()
+        for fire in recorded:
+            await wait_for(status_is(probe, fire.fire_id, "dispatched"), fire.fire_id)
+        outbox.wake(recorded)
+
+        # The lane takes its queue in order, so once this fire is sent the
+        # late copies have been dropped or sent.
+        await recorder(0, last, [])
+        await wait_for(status_is(probe, last[0].fire_id, "dispatched"), "the last fire")
+    assert queue_length(HEALTHY_URL, queue) == len(requests)
+
+
+async def test_queue_overflow_falls_back_to_claim(
+    recording: Recording, engine: Engine, probe: Engine, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("z4j_brain_plugin.outbox.QUEUE_LIMIT", 3)
+    outbox, recorder, lane = recording.outbox, recording.recorder, recording.lane
+    requests = slot_requests(add_schedule(engine, "default", queue), 7)
+    async with running(outbox):
+        await wait_for(first_pass_done(lane), "the start-up pass")
+        # One frame of seven fires: three fit the queue, four are left to a claim.
+        await recorder(0, requests, [])
+        for request in requests:
+            await wait_for(status_is(probe, request.fire_id, "dispatched"), request.fire_id)
+    assert lane.overflowed == 4
+    assert queue_length(HEALTHY_URL, queue) == 7
+
+
+async def test_fire_of_unconfigured_connection_waits_for_sweep(engine: Engine, queue: str) -> None:
+    outbox = make_outbox(engine, {("celery", "default"): CeleryDispatcher(HEALTHY_URL)})
+    recorder = FireRecorder(make_session_factory(engine, write=True), outbox.wake)
+    [request] = slot_requests(add_schedule(engine, "removed", queue), 1)
+    [lane] = outbox.lanes
+    try:
+        _, recorded = recorder.record_fires(0, [request], [])
+        outbox.wake(recorded)
+        assert lane.queued == []
+
+        attempted = await outbox.dispatch_due()
+    finally:
+        lane.dispatcher.close()  # type: ignore[union-attr]
+
+    row = fire_row(engine, request.fire_id)
+    assert attempted == 1
+    assert row.status == "failed"
+    assert "no broker is configured for connection 'removed'" in row.last_error
+
+
+def pending(fire_id: str, connection: str = "default", due_at: datetime = NOW) -> PendingFire:
+    """Return a fire as the recorder hands it over; these checks never send it."""
+    return PendingFire(
+        fire_id,
+        "celery",
+        connection,
+        due_at,
+        0,
+        DispatchRequest(fire_id, 1, "lanes.task", (), {}, None),
+        due_at,
+    )
+
+
+def queued_ids(lane: Lane) -> list[str]:
+    return [fire.fire_id for _, _, fire in sorted(lane.queued)]
+
+
+def test_lane_drops_queued_fires_a_claim_returned() -> None:
+    lane = Lane(("celery", "default"), None)
+    claimed = [pending("a"), pending("b")]
+    lane.hand_over(pending("b"))
+    lane.hand_over(pending("c"))
+
+    assert fire_ids(lane.take_fires(claimed, NOW)) == ["a", "b", "c"]
+
+    # A copy handed over after the claim that returned it.
+    lane.hand_over(pending("a"))
+    lane.hand_over(pending("d"))
+    assert fire_ids(lane.take_fires([], NOW)) == ["d"]
+    assert lane.queued == []
+
+
+def test_lane_keeps_early_fire_until_slot() -> None:
+    lane = Lane(("celery", "default"), None)
+    later = NOW + timedelta(seconds=2)
+    lane.hand_over(pending("later", due_at=later))
+    lane.hand_over(pending("now"))
+
+    assert lane.next_due == NOW
+    assert fire_ids(lane.take_fires([], NOW)) == ["now"]
+    assert lane.next_due == later
+    assert fire_ids(lane.take_fires([], later - timedelta(microseconds=1))) == []
+    assert fire_ids(lane.take_fires([], later)) == ["later"]
+    assert lane.next_due is None
+
+
+def test_lane_pass_takes_at_most_claim_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("z4j_brain_plugin.outbox.CLAIM_LIMIT", 2)
+    lane = Lane(("celery", "default"), None)
+    for fire_id in ("a", "b", "c"):
+        lane.hand_over(pending(fire_id))
+
+    assert fire_ids(lane.take_fires([pending("claimed")], NOW)) == ["claimed", "a"]
+    assert fire_ids(lane.take_fires([], NOW)) == ["b", "c"]
+
+
+def test_full_lane_queue_asks_for_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("z4j_brain_plugin.outbox.QUEUE_LIMIT", 2)
+    lane = Lane(("celery", "default"), None, claim_needed=False)
+    for fire_id in ("a", "b", "c"):
+        lane.hand_over(pending(fire_id))
+
+    assert queued_ids(lane) == ["a", "b"]
+    assert lane.claim_needed
+    assert lane.overflowed == 1
+
+
+def test_full_queue_claims_early_fire_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("z4j_brain_plugin.outbox.QUEUE_LIMIT", 1)
+    lane = Lane(("celery", "default"), None, claim_needed=False)
+    lane.hand_over(pending("a"))
+    lane.hand_over(pending("ahead", due_at=NOW + timedelta(seconds=5)))
+
+    assert queued_ids(lane) == ["a"]
+    assert lane.claim_at == NOW + timedelta(seconds=5)
+
+
+def fire_ids(fires: list[PendingFire]) -> list[str]:
+    return [fire.fire_id for fire in fires]
+
+
+def test_wake_routes_fires_by_connection() -> None:
+    engine = make_engine("sqlite://")
+    dispatchers: dict[tuple[str, str], Dispatcher] = {
+        ("celery", "a"): CeleryDispatcher(HEALTHY_URL),
+        ("celery", "b"): CeleryDispatcher(HEALTHY_URL),
+    }
+    outbox = make_outbox(engine, dispatchers)
+    first, second = outbox.lanes
+    try:
+        for lane in outbox.lanes:
+            lane.claim_needed = False
+        outbox.wake([pending("1", "a"), pending("2", "b"), pending("3", "a"), pending("4", "gone")])
+        assert queued_ids(first) == ["1", "3"]
+        assert queued_ids(second) == ["2"]
+        assert not first.claim_needed
+        assert not second.claim_needed
+
+        # Without fires, every lane claims from the table on its next pass.
+        outbox.wake()
+        assert first.claim_needed
+        assert second.claim_needed
+    finally:
+        for dispatcher in dispatchers.values():
+            dispatcher.close()
+        engine.dispose()
+
+
+def ahead_request(schedule_id: int, seconds: float) -> FireRequest:
+    """Return a request for a slot ``seconds`` from now, as a leader sending ahead builds it."""
+    slot = datetime.now(UTC) + timedelta(seconds=seconds)
+    return FireRequest(
+        slot_fire_id(schedule_id, slot), schedule_id, slot, Trigger.SCHEDULE, 1, slot
+    )
+
+
+async def test_early_fire_reaches_broker_at_slot(
+    recording: Recording, engine: Engine, probe: Engine, queue: str
+) -> None:
+    outbox, recorder, lane = recording.outbox, recording.recorder, recording.lane
+    request = ahead_request(add_schedule(engine, "default", queue), 3.0)
+    slot = request.scheduled_for.timestamp()
+    async with running(outbox):
+        await wait_for(first_pass_done(lane), "the start-up pass")
+        result = await recorder(0, [request], [])
+        length = queue_length(HEALTHY_URL, queue)
+        checked_before_slot = time.time() < slot
+        await wait_for(status_is(probe, request.fire_id, "dispatched"), "the fire")
+    assert result.fires[0].status == "pending"
+    if checked_before_slot:
+        assert length == 0
+    row = fire_row(probe, request.fire_id)
+    assert row.fired_at == row.scheduled_for <= row.dispatched_at
+    assert queue_length(HEALTHY_URL, queue) == 1
+
+
+async def test_early_fire_survives_restart(
+    engine: Engine, probe: Engine, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No sweep: only the slot's own timer can send the fire in time.
+    monkeypatch.setattr("z4j_brain_plugin.outbox.IDLE_WAIT", 3600.0)
+    request = ahead_request(add_schedule(engine, "default", queue), 2.0)
+    # Recorded by a brain that stopped before the slot, so it is in no lane's memory.
+    FireRecorder(make_session_factory(engine, write=True), lambda fires: None).record_fires(
+        0, [request], []
+    )
+    healthy = CeleryDispatcher(HEALTHY_URL)
+    outbox = make_outbox(engine, {("celery", "default"): healthy})
+    try:
+        async with running(outbox):
+            await wait_for(status_is(probe, request.fire_id, "dispatched"), "the fire")
+    finally:
+        healthy.close()
+    row = fire_row(probe, request.fire_id)
+    assert row.scheduled_for <= row.dispatched_at
     assert queue_length(HEALTHY_URL, queue) == 1

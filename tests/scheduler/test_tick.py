@@ -87,7 +87,7 @@ async def test_newer_leader_fences_old_epoch(harness: Harness, engine: Engine) -
 async def test_edit_between_read_and_fire_is_not_fired(harness: Harness, engine: Engine) -> None:
     schedule_id = harness.add(next_run_at=START, revision=1)
     assert await harness.scheduler.acquire()
-    rows = await anyio.to_thread.run_sync(harness.scheduler._read_due, START)
+    rows, _ = await anyio.to_thread.run_sync(harness.scheduler._read_window, START)
     with make_session_factory(engine, write=True).begin() as session:
         row = session.get(Schedule, schedule_id)
         assert row is not None
@@ -117,13 +117,19 @@ def test_second_scheduler_on_sqlite_exits(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "Z4J_DATABASE_URL": f"sqlite:///{database}",
-        "Z4J_TLS_CERT": str(tmp_path / "c"), "Z4J_TLS_KEY": str(tmp_path / "k"), "Z4J_TLS_CA": str(tmp_path / "a"),
+        "Z4J_TLS_CERT": str(tmp_path / "c"),
+        "Z4J_TLS_KEY": str(tmp_path / "k"),
+        "Z4J_TLS_CA": str(tmp_path / "a"),
         "Z4J_SECRET": "s",
     }
     with lock_path.open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = subprocess.run(
-            [sys.executable, "-m", "z4j_scheduler", "serve"], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "z4j_scheduler", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == NOT_LEADER_STATUS
     assert "only one instance may run on a SQLite database" in result.stderr

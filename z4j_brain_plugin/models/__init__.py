@@ -53,6 +53,9 @@ ENGINES = ("celery", "rq", "dramatiq", "huey", "arq", "taskiq")
 KINDS = ("cron", "interval", "one_shot", "solar")
 FIRE_STATUSES = ("pending", "dispatched", "failed", "skipped")
 ROLES = ("viewer", "operator", "admin")
+# PostgreSQL channel notified when a schedule is created, edited or deleted
+# (migration 0003 installs the triggers).
+SCHEDULE_CHANGES_CHANNEL = "z4j_schedules"
 
 # BigInteger primary keys autoincrement on PostgreSQL; SQLite only does so for INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

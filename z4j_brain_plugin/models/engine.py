@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -20,10 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 # Seconds a SQLite writer waits for the other process's write lock before failing.
 SQLITE_BUSY_TIMEOUT = 30
+# Seconds a pooled PostgreSQL connection may sit unused before its next
+# checkout tests it with a round trip. A connection in steady use is not
+# tested: a fire would pay one more round trip on every checkout.
+PING_AFTER_IDLE = 2.0
+_IDLE_SINCE = "z4j_idle_since"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -45,8 +52,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Test a pooled connection at checkout when it was idle for ``PING_AFTER_IDLE`` seconds.
+
+    A dead one (the server restarted, a firewall dropped it) is replaced
+    before the caller sees it.
+    """
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError(f"idle connection failed its test: {error}") from error
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
