@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from z4j_brain_plugin.errors import BrainError, ValidationError
 from z4j_brain_plugin.settings import BrainSettings
+from z4j_scheduler.settings import describe_settings_error
 
 logger = logging.getLogger("z4j_brain_plugin")
 
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         settings = BrainSettings(**_overrides(args))
+    except SettingsError as error:
+        print(f"z4j-brain: {describe_settings_error(error)}", file=sys.stderr)
+        return 2
+    try:
         status: int = args.handler(settings, args)
     except (BrainError, SettingsError) as error:
         print(f"z4j-brain: {_one_line(error)}", file=sys.stderr)

@@ -345,7 +345,8 @@ class ChildSupervisor:
             random_unit=self._random.random(),
         )
         logger.warning(
-            "%s child crashed (exit status %s, crash %d in a row); restarting in %.2f s",
+            # Any exit the supervisor did not ask for counts, status 0 included.
+            "%s child exited unexpectedly (exit status %s, %d in a row); restarting in %.2f s",
             self._name,
             _describe_status(self._last_exit_code),
             self._consecutive_crashes,
@@ -358,9 +359,9 @@ class ChildSupervisor:
         self._gave_up = True
         self._state = SupervisorState.GAVE_UP
         logger.error(
-            "%s child crashed %d times within %.1f s (last exit status %s); giving up and "
-            "not restarting it. The service stays up and reports not ready; fix the cause "
-            "in the child's log, then restart the service",
+            "%s child exited unexpectedly %d times within %.1f s (last exit status %s); "
+            "giving up and not restarting it. The service stays up and reports not ready; "
+            "fix the cause in the child's log, then restart the service",
             self._name,
             self._policy.max_crashes,
             self._policy.crash_window,

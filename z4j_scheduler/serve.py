@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ValidationError as SettingsError
@@ -17,13 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from z4j_brain_plugin.models import make_engine, make_session_factory
 from z4j_scheduler.brain_client import BrainClient
-from z4j_scheduler.changes import ChangeListener
 from z4j_scheduler.errors import BrainUnavailableError, FrameError, LeadershipError
 from z4j_scheduler.health import HealthApp, HealthServer, HttpBindError, LeaderView, bind_socket
 from z4j_scheduler.leader import LeaderGate, SessionLockError, SqliteFileGate, gate_for
 from z4j_scheduler.parent_guard import install_parent_death_signal, watch_parent
 from z4j_scheduler.scheduler import REPEAT_LOG_EVERY, RETRY_INTERVAL, Scheduler
-from z4j_scheduler.settings import SchedulerSettings
+from z4j_scheduler.settings import SchedulerSettings, describe_settings_error
+
+if TYPE_CHECKING:
+    from z4j_scheduler.changes import ChangeListener
 
 logger = logging.getLogger("z4j_scheduler")
 
@@ -60,9 +63,12 @@ def run_serve(args: argparse.Namespace) -> int:
     }
     try:
         settings = SchedulerSettings(**overrides)
+    except SettingsError as error:
+        return _fail(ServeConfigError(describe_settings_error(error)), EXIT_CONFIG)
+    try:
         _require(settings)
         return anyio.run(serve, settings)
-    except (ServeConfigError, SettingsError, HttpBindError, SessionLockError, FrameError) as error:
+    except (ServeConfigError, HttpBindError, SessionLockError, FrameError) as error:
         return _fail(error, EXIT_CONFIG)
     except LeadershipError as error:
         return _fail(error, EXIT_NOT_LEADER)
@@ -95,6 +101,9 @@ async def serve(settings: SchedulerSettings) -> int:
     scheduler = _scheduler(settings, engine, gate, client)
     listener = None
     if engine.dialect.name == "postgresql":
+        # Imported here: psycopg comes with the postgres extra only.
+        from z4j_scheduler.changes import ChangeListener
+
         listener = ChangeListener(engine, scheduler.notify_change)
         scheduler.listening = lambda: listener.listening
     health = _health_server(settings, scheduler, engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///z4j.db"
@@ -25,24 +25,24 @@ class SchedulerSettings(BaseSettings):
     secret: SecretStr | None = None
 
     # Seconds a slot may be late and still fire on time; older slots are missed.
-    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    misfire_grace_seconds: float = Field(default=60.0, ge=0, allow_inf_nan=False)
     # Maximum sleep between two reads of the schedules table, in seconds,
     # while no change notifications arrive (SQLite, or PostgreSQL while the
     # listen connection is down). An edit, a disable or a new schedule is
     # seen within this time.
-    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    poll_interval: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)
     # The same while PostgreSQL notifies the leader of every schedule change
     # (LISTEN), which makes it re-read at once; polling is then a fallback.
-    listen_poll_interval: float = Field(default=30.0, gt=0, le=3600)
+    listen_poll_interval: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     # Seconds ahead the leader reads and plans slots; each is then sent from
     # memory at its instant. 0 reads only what is due.
-    lookahead: float = Field(default=1.0, ge=0, le=60)
+    lookahead: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
     # Seconds before its instant a slot may be sent to the brain, which
-    # records it and hands it to the broker at the instant; a slot with more
+    # records it and hands it to the broker at the instant. A slot with more
     # fires than one frame adds this much per further frame. An edit, disable
     # or delete in that last moment applies from the next slot. 0 sends each
     # slot at its instant.
-    send_ahead: float = Field(default=0.1, ge=0, le=5)
+    send_ahead: float = Field(default=0.1, ge=0, le=5, allow_inf_nan=False)
     # Schedules read per tick at most; a larger backlog drains over several ticks.
     batch_size: int = Field(default=5000, ge=1)
     # Fires per frame sent to the brain.
@@ -55,7 +55,7 @@ class SchedulerSettings(BaseSettings):
 
     # Seconds between two reconcile passes over every enabled schedule's
     # cursor; 0 turns reconcile off.
-    reconcile_interval: float = Field(default=900.0, ge=0)
+    reconcile_interval: float = Field(default=900.0, ge=0, allow_inf_nan=False)
     # Schedules checked per transaction and per frame of corrections.
     reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
@@ -63,3 +63,18 @@ class SchedulerSettings(BaseSettings):
     # HTTP server off, 0 picks a free port.
     scheduler_http_port: int | None = Field(default=None, ge=0, le=65535)
     scheduler_http_host: str = "127.0.0.1"
+
+
+def describe_settings_error(error: ValidationError, prefix: str = "Z4J_") -> str:
+    """Return one clause per invalid setting, naming its variable, its value and the rule.
+
+    For example: ``invalid Z4J_LOOKAHEAD '-1': must be greater than or equal to 0``.
+    """
+    clauses = []
+    for item in error.errors(include_url=False):
+        variable = prefix + "_".join(str(part) for part in item["loc"]).upper()
+        rule = item["msg"]
+        if rule.startswith("Input should be "):
+            rule = "must be " + rule.removeprefix("Input should be ")
+        clauses.append(f"invalid {variable} {item.get('input')!r}: {rule}")
+    return "; ".join(clauses)

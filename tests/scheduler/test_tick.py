@@ -133,3 +133,31 @@ def test_second_scheduler_on_sqlite_exits(tmp_path: Path) -> None:
         )
     assert result.returncode == NOT_LEADER_STATUS
     assert "only one instance may run on a SQLite database" in result.stderr
+
+
+def test_serve_on_sqlite_needs_no_psycopg(tmp_path: Path) -> None:
+    # psycopg comes with the postgres extra only; a SQLite install has none.
+    database = tmp_path / "z4j.db"
+    env = {
+        **os.environ,
+        "Z4J_DATABASE_URL": f"sqlite:///{database}",
+        "Z4J_TLS_CERT": str(tmp_path / "c"),
+        "Z4J_TLS_KEY": str(tmp_path / "k"),
+        "Z4J_TLS_CA": str(tmp_path / "a"),
+        "Z4J_SECRET": "s",
+    }
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; "
+        "from z4j_scheduler.cli import main; sys.exit(main(['serve']))"
+    )
+    with (tmp_path / "z4j.db.scheduler.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = subprocess.run(
+            [sys.executable, "-c", without_psycopg],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert "psycopg" not in result.stderr
+    assert result.returncode == NOT_LEADER_STATUS

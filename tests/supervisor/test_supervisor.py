@@ -118,7 +118,8 @@ async def test_supervisor_gives_up_on_repeated_crashes(
     assert snapshot["state"] == "gave_up"
     assert snapshot["crashes_in_window"] == 3
     errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
-    assert any("crashed 3 times" in message and "giving up" in message for message in errors)
+    gave_up = [message for message in errors if "giving up" in message]
+    assert any("exited unexpectedly 3 times" in message for message in gave_up)
 
 
 async def test_supervisor_gave_up_stop_keeps_state(child_files: ChildFiles) -> None:
@@ -157,7 +158,7 @@ async def test_supervisor_counts_exit_zero_as_crash(
     crash_warnings = [
         record.getMessage()
         for record in caplog.records
-        if record.levelno == logging.WARNING and "crashed" in record.getMessage()
+        if record.levelno == logging.WARNING and "exited unexpectedly" in record.getMessage()
     ]
     assert len(crash_warnings) >= 3
     assert all("exit status code 0" in message for message in crash_warnings)
