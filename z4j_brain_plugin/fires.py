@@ -262,13 +262,15 @@ class _FrameWriter:
 
     def _row(self, fire: FireRequest) -> dict[str, Any]:
         schedule = self.schedules[fire.schedule_id]
+        # A fire recorded ahead of its slot is released, and waits in the
+        # outbox, until the slot.
+        released = max(self.now, fire.scheduled_for)
         return {
             "id": fire.fire_id,
             "schedule_id": fire.schedule_id,
             "scheduled_for": fire.scheduled_for,
             "slot": fire.scheduled_for if fire.trigger in _SLOT_TRIGGERS else None,
-            # The moment the fire is released: its slot when recorded ahead of it.
-            "fired_at": max(self.now, fire.scheduled_for),
+            "fired_at": released,
             "trigger": fire.trigger.value,
             "status": "pending",
             "payload": fire_payload(schedule),
@@ -277,8 +279,7 @@ class _FrameWriter:
             "task_id": None,
             "attempts": 0,
             "last_error": None,
-            # A fire recorded ahead of its slot waits in the outbox until then.
-            "next_attempt_at": max(self.now, fire.scheduled_for),
+            "next_attempt_at": released,
             "dispatched_at": None,
             "epoch": self.epoch,
         }

@@ -13,7 +13,8 @@ up its own lane only. The fire recorder hands each committed fire to its
 lane in memory, so a fire on time needs no read of the table. A lane claims
 its due fires from the table (``ix_fires_lane``) only when memory may miss
 some: at start, when a retry is due, when woken without fires, after its
-queue overflowed, after a database error and every ``IDLE_WAIT`` seconds.
+queue overflowed, after a database error, every ``IDLE_WAIT`` seconds, and
+at the slot of each fire that an earlier run recorded ahead of it.
 Fires of a connection that is no longer configured are marked failed, and
 retried, by one more lane that sweeps every ``IDLE_WAIT`` seconds.
 """
@@ -43,8 +44,8 @@ from z4j_brain_plugin.models import json_rows
 
 logger = logging.getLogger(__name__)
 
-# Fires claimed per pass of a lane, and the maximum a lane queues in memory.
-# A larger backlog drains over several passes.
+# Fires claimed and dispatched per pass of a lane; a larger backlog drains
+# over several passes.
 CLAIM_LIMIT = 1000
 # Recorded fires a lane keeps in memory at most, so a storm of slots recorded
 # ahead of their instant waits in memory rather than in the table.
@@ -391,7 +392,7 @@ class Outbox:
         """Read the lane's earliest retry and its waiting fires; update the gauge."""
         # Only failed fires set the retry time. A pending fire is either queued
         # in memory, found by a claim, or recorded ahead of its slot before
-        # this outbox started (see _load_inherited). Counting pending fires
+        # this outbox started (see _inherited_due_times). Counting pending fires
         # would make every pass claim while fires arrive.
         retry = case((FIRES.c.status == "failed", FIRES.c.next_attempt_at))
         statement = select(func.min(retry), func.count()).where(

@@ -1,7 +1,7 @@
 """Schedule change notifications: PostgreSQL ``LISTEN`` on the channel the brain's triggers notify.
 
 The leader sleeps until its next slot. Without notifications it would have
-to poll the schedules table to see a new or edited schedule; with them it
+to poll the schedules table to see a new or edited schedule. With them it
 re-reads at once and polls only as a fallback. The listener keeps one
 connection of its own. Every (re)connection counts as a change, because
 notifications sent while it was not listening are lost.

@@ -1,4 +1,4 @@
-"""The scheduler loop: lead, read and plan the slots due soon, fire each at its instant.
+"""The scheduler loop: lead, read and plan the slots due soon, send each by its instant.
 
 Every instance runs the same loop. A follower tries the leader gate about
 once a second, keeping its database and brain connections open, so it can
@@ -91,7 +91,7 @@ class TickOutcome:
     next_due: datetime | None
     # Why leadership ended during the tick, when still_leader is False.
     lost_reason: str | None = None
-    # Fires planned ahead, to be sent at their instants.
+    # Fires planned ahead, to be sent by their instants.
     upcoming: int = 0
 
 
@@ -299,13 +299,12 @@ class Scheduler:
         """
         try:
             while self._upcoming and not stop.is_set():
-                first = self._upcoming[0]
-                delay = (first.instant - self._send_lead(first) - self.clock.now()).total_seconds()
+                delay = self._seconds_to_next_send()
                 if delay > 0:
                     if await self._pause(stop, delay):
                         return None
                     continue
-                until = max(self.clock.now() + self.send_ahead, first.instant)
+                until = max(self.clock.now() + self.send_ahead, self._upcoming[0].instant)
                 fires, advances = self._take_due_slots(until)
                 sent = await self._send(fires, advances)
                 if sent.lost_reason is not None:

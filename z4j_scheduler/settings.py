@@ -32,10 +32,10 @@ class SchedulerSettings(BaseSettings):
     # seen within this time.
     poll_interval: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)
     # The same while PostgreSQL notifies the leader of every schedule change
-    # (LISTEN), which makes it re-read at once; polling is then a fallback.
+    # (LISTEN), which makes it re-read at once. Polling is then a fallback.
     listen_poll_interval: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
-    # Seconds ahead the leader reads and plans slots; each is then sent from
-    # memory at its instant. 0 reads only what is due.
+    # Seconds ahead the leader reads and plans slots, which it then sends
+    # from memory (see send_ahead). 0 reads only what is due.
     lookahead: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
     # Seconds before its instant a slot may be sent to the brain, which
     # records it and hands it to the broker at the instant. A slot with more
